@@ -1,0 +1,280 @@
+//! The closed set of operations.
+//!
+//! Every op family has one file holding its attributes, its type and shape inference and its reference
+//! evaluator. [`Op`] dispatches to them. The same inference serves the frontend, every pass, the verifier
+//! and the backend. To add an op, see `docs/DESIGN.md` ("Adding an op").
+
+mod conv;
+mod elementwise;
+mod layout;
+mod linalg;
+mod norm;
+
+pub use conv::{resolve_auto_pad, AutoPad, Conv, GlobalPool, Pool, PoolKind};
+pub use elementwise::{broadcast_shapes, BinaryOp, Cast, UnaryOp};
+pub use layout::{Concat, Flatten, Gather, Reshape, ShapeOf, Slice, Squeeze, Transpose, Unsqueeze};
+pub use linalg::Gemm;
+pub use norm::{BatchNorm, Softmax};
+
+use crate::attr::{Attr, AttrError, Attrs};
+use crate::{Dim, Tensor, TensorType};
+
+/// What inference knows about one input: its type, and its data when it is a constant.
+#[derive(Clone, Copy, Debug)]
+pub struct Fact<'a> {
+    /// Type and shape.
+    pub ty: &'a TensorType,
+    /// Data, when the value is a compile-time constant.
+    pub value: Option<&'a Tensor>,
+}
+
+/// Why an op rejected its inputs or attributes.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The inputs or attributes break the op's rules (bad model).
+    #[error("{0}")]
+    Invalid(String),
+    /// Legal ONNX that kiln does not handle yet.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A bad attribute in the textual form.
+    #[error(transparent)]
+    Attr(#[from] AttrError),
+}
+
+/// Shorthand for an [`OpError::Invalid`].
+pub(crate) fn invalid<T>(msg: impl Into<String>) -> Result<T, OpError> {
+    Err(OpError::Invalid(msg.into()))
+}
+
+/// An operation. Plain data: no behaviour hidden behind trait objects.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Graph input number `n` (ONNX order).
+    Input(usize),
+    /// A compile-time constant (initializer, `Constant` node, or folded value).
+    Const(Tensor),
+    /// Passes its input through.
+    Identity,
+    /// Elementwise op of one input.
+    Unary(UnaryOp),
+    /// Elementwise op of two inputs with numpy broadcasting.
+    Binary(BinaryOp),
+    /// Element type conversion.
+    Cast(Cast),
+    /// N-d convolution. Inputs: X, W, optional B.
+    Conv(Conv),
+    /// Max or average pooling over a window.
+    Pool(Pool),
+    /// Max or average over all spatial positions.
+    GlobalPool(GlobalPool),
+    /// `alpha * A' * B' + beta * C`. Inputs: A, B, optional C.
+    Gemm(Gemm),
+    /// numpy `matmul`.
+    MatMul,
+    /// Inference-mode batch normalization. Inputs: X, scale, B, mean, var.
+    BatchNorm(BatchNorm),
+    /// Softmax along an axis.
+    Softmax(Softmax),
+    /// New shape, same data.
+    Reshape(Reshape),
+    /// Collapse to 2-D at an axis.
+    Flatten(Flatten),
+    /// Permute axes.
+    Transpose(Transpose),
+    /// Join along an axis; any number of inputs.
+    Concat(Concat),
+    /// Remove size-1 axes.
+    Squeeze(Squeeze),
+    /// Insert size-1 axes.
+    Unsqueeze(Unsqueeze),
+    /// Strided slice with constant bounds.
+    Slice(Slice),
+    /// Gather along an axis. Inputs: data, indices.
+    Gather(Gather),
+    /// The shape of the input as an i64 tensor.
+    Shape(ShapeOf),
+}
+
+impl Op {
+    /// The name used in the textual IR (`conv`, `add`, `relu`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input(_) => "input",
+            Op::Const(_) => "const",
+            Op::Identity => "identity",
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => b.name(),
+            Op::Cast(_) => "cast",
+            Op::Conv(_) => "conv",
+            Op::Pool(p) => p.name(),
+            Op::GlobalPool(p) => p.name(),
+            Op::Gemm(_) => "gemm",
+            Op::MatMul => "matmul",
+            Op::BatchNorm(_) => "batch_norm",
+            Op::Softmax(_) => "softmax",
+            Op::Reshape(_) => "reshape",
+            Op::Flatten(_) => "flatten",
+            Op::Transpose(_) => "transpose",
+            Op::Concat(_) => "concat",
+            Op::Squeeze(_) => "squeeze",
+            Op::Unsqueeze(_) => "unsqueeze",
+            Op::Slice(_) => "slice",
+            Op::Gather(_) => "gather",
+            Op::Shape(_) => "shape",
+        }
+    }
+
+    /// Output types for the given inputs (`None` for an absent optional input).
+    pub fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
+        match self {
+            Op::Input(_) => invalid("graph inputs carry their type; nothing to infer"),
+            Op::Const(t) => Ok(vec![t.ty()]),
+            Op::Identity => Ok(vec![req(ins, 0)?.ty.clone()]),
+            Op::Unary(u) => u.infer(ins),
+            Op::Binary(b) => b.infer(ins),
+            Op::Cast(c) => c.infer(ins),
+            Op::Conv(c) => c.infer(ins),
+            Op::Pool(p) => p.infer(ins),
+            Op::GlobalPool(p) => p.infer(ins),
+            Op::Gemm(g) => g.infer(ins),
+            Op::MatMul => linalg::matmul_infer(ins),
+            Op::BatchNorm(b) => b.infer(ins),
+            Op::Softmax(s) => s.infer(ins),
+            Op::Reshape(r) => r.infer(ins),
+            Op::Flatten(f) => f.infer(ins),
+            Op::Transpose(t) => t.infer(ins),
+            Op::Concat(c) => c.infer(ins),
+            Op::Squeeze(s) => s.infer(ins),
+            Op::Unsqueeze(u) => u.infer(ins),
+            Op::Slice(s) => s.infer(ins),
+            Op::Gather(g) => g.infer(ins),
+            Op::Shape(s) => s.infer(ins),
+        }
+    }
+
+    /// Reference evaluation on constant inputs: the constant folder and the test oracle.
+    /// Simple and obviously right beats fast here.
+    pub fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        match self {
+            Op::Input(_) => invalid("a graph input has no value at compile time"),
+            Op::Const(t) => Ok(vec![t.clone()]),
+            Op::Identity => Ok(vec![req_t(ins, 0)?.clone()]),
+            Op::Unary(u) => u.eval(ins),
+            Op::Binary(b) => b.eval(ins),
+            Op::Cast(c) => c.eval(ins),
+            Op::Conv(c) => c.eval(ins),
+            Op::Pool(p) => p.eval(ins),
+            Op::GlobalPool(p) => p.eval(ins),
+            Op::Gemm(g) => g.eval(ins),
+            Op::MatMul => linalg::matmul_eval(ins),
+            Op::BatchNorm(b) => b.eval(ins),
+            Op::Softmax(s) => s.eval(ins),
+            Op::Reshape(r) => r.eval(ins),
+            Op::Flatten(f) => f.eval(ins),
+            Op::Transpose(t) => t.eval(ins),
+            Op::Concat(c) => c.eval(ins),
+            Op::Squeeze(s) => s.eval(ins),
+            Op::Unsqueeze(u) => u.eval(ins),
+            Op::Slice(s) => s.eval(ins),
+            Op::Gather(g) => g.eval(ins),
+            Op::Shape(s) => s.eval(ins),
+        }
+    }
+
+    /// Attributes as printed in the textual IR, in a fixed order. Defaults are printed too, so the text
+    /// says everything the backend will see.
+    pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
+        match self {
+            Op::Input(n) => vec![("index", Attr::Int(*n as i64))],
+            Op::Const(_) | Op::Identity | Op::MatMul => vec![],
+            Op::Unary(u) => u.attrs(),
+            Op::Binary(_) => vec![],
+            Op::Cast(c) => c.attrs(),
+            Op::Conv(c) => c.attrs(),
+            Op::Pool(p) => p.attrs(),
+            Op::GlobalPool(_) => vec![],
+            Op::Gemm(g) => g.attrs(),
+            Op::BatchNorm(b) => b.attrs(),
+            Op::Softmax(s) => s.attrs(),
+            Op::Reshape(r) => r.attrs(),
+            Op::Flatten(f) => f.attrs(),
+            Op::Transpose(t) => t.attrs(),
+            Op::Concat(c) => c.attrs(),
+            Op::Squeeze(s) => s.attrs(),
+            Op::Unsqueeze(u) => u.attrs(),
+            Op::Slice(s) => s.attrs(),
+            Op::Gather(g) => g.attrs(),
+            Op::Shape(s) => s.attrs(),
+        }
+    }
+
+    /// Builds an op from its textual name and attributes (inverse of [`Op::name`] + [`Op::attrs`]).
+    /// `input` and `const` are handled by the parser itself.
+    pub fn from_text(name: &str, a: &Attrs) -> Result<Op, OpError> {
+        if let Some(u) = UnaryOp::from_text(name, a)? {
+            return Ok(Op::Unary(u));
+        }
+        if let Some(b) = BinaryOp::from_name(name) {
+            return Ok(Op::Binary(b));
+        }
+        Ok(match name {
+            "identity" => Op::Identity,
+            "matmul" => Op::MatMul,
+            "cast" => Op::Cast(Cast::from_attrs(a)?),
+            "conv" => Op::Conv(Conv::from_attrs(a)?),
+            "max_pool" => Op::Pool(Pool::from_attrs(PoolKind::Max, a)?),
+            "avg_pool" => Op::Pool(Pool::from_attrs(PoolKind::Avg, a)?),
+            "global_max_pool" => Op::GlobalPool(GlobalPool { kind: PoolKind::Max }),
+            "global_avg_pool" => Op::GlobalPool(GlobalPool { kind: PoolKind::Avg }),
+            "gemm" => Op::Gemm(Gemm::from_attrs(a)?),
+            "batch_norm" => Op::BatchNorm(BatchNorm::from_attrs(a)?),
+            "softmax" => Op::Softmax(Softmax::from_attrs(a)?),
+            "reshape" => Op::Reshape(Reshape::from_attrs(a)?),
+            "flatten" => Op::Flatten(Flatten::from_attrs(a)?),
+            "transpose" => Op::Transpose(Transpose::from_attrs(a)?),
+            "concat" => Op::Concat(Concat::from_attrs(a)?),
+            "squeeze" => Op::Squeeze(Squeeze::from_attrs(a)?),
+            "unsqueeze" => Op::Unsqueeze(Unsqueeze::from_attrs(a)?),
+            "slice" => Op::Slice(Slice::from_attrs(a)?),
+            "gather" => Op::Gather(Gather::from_attrs(a)?),
+            "shape" => Op::Shape(ShapeOf::from_attrs(a)?),
+            _ => return Err(OpError::Invalid(format!("unknown op `{name}`"))),
+        })
+    }
+}
+
+/// Input `i`, which must be present.
+pub(crate) fn req<'a>(ins: &'a [Option<Fact<'a>>], i: usize) -> Result<&'a Fact<'a>, OpError> {
+    ins.get(i).and_then(|f| f.as_ref()).ok_or_else(|| OpError::Invalid(format!("input {i} is missing")))
+}
+
+/// Input tensor `i` of an evaluation, which must be present.
+pub(crate) fn req_t<'a>(ins: &'a [Option<&'a Tensor>], i: usize) -> Result<&'a Tensor, OpError> {
+    ins.get(i).copied().flatten().ok_or_else(|| OpError::Invalid(format!("input {i} is missing")))
+}
+
+/// The constant dims of a type, or an `Unsupported` error naming the symbolic one.
+pub(crate) fn dims_of(ty: &TensorType) -> Result<Vec<usize>, OpError> {
+    ty.shape
+        .iter()
+        .map(|d| match d {
+            Dim::Const(n) => Ok(*n),
+            Dim::Sym { name, .. } => Err(OpError::Unsupported(format!("symbolic dimension `{name}`"))),
+        })
+        .collect()
+}
+
+/// Normalizes a possibly negative axis against `rank`.
+pub(crate) fn norm_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
+    let r = rank as i64;
+    if axis < -r || axis >= r.max(1) && !(rank == 0 && axis == 0) {
+        return invalid(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+}
+
+/// `Attr::Ints` from usizes.
+pub(crate) fn ints(v: &[usize]) -> Attr {
+    Attr::Ints(v.iter().map(|&x| x as i64).collect())
+}

@@ -1,0 +1,1 @@
+//! kiln: ONNX to native static libraries.
