@@ -57,7 +57,11 @@ pub fn fmt_f32(v: f32) -> String {
     if v.is_nan() {
         "nan".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
+        if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         format!("{v:?}")
     }
@@ -83,13 +87,28 @@ impl Attrs {
     }
 
     fn err(name: &str, msg: &str) -> AttrError {
-        AttrError { name: name.into(), msg: msg.into() }
+        AttrError {
+            name: name.into(),
+            msg: msg.into(),
+        }
     }
 
     /// An integer attribute, or `default` when absent.
     pub fn int(&self, name: &str, default: Option<i64>) -> Result<i64, AttrError> {
         match self.get(name) {
             Some(Attr::Int(v)) => Ok(*v),
+            Some(_) => Err(Self::err(name, "expected an integer")),
+            None => default.ok_or_else(|| Self::err(name, "missing")),
+        }
+    }
+
+    /// A non-negative integer attribute as `usize` (axes, group counts), or `default` when absent.
+    /// A negative value is an error rather than a huge `usize`.
+    pub fn usize(&self, name: &str, default: Option<usize>) -> Result<usize, AttrError> {
+        match self.get(name) {
+            Some(Attr::Int(v)) => {
+                usize::try_from(*v).map_err(|_| Self::err(name, "expected a non-negative integer"))
+            }
             Some(_) => Err(Self::err(name, "expected an integer")),
             None => default.ok_or_else(|| Self::err(name, "missing")),
         }
@@ -119,7 +138,10 @@ impl Attrs {
         match self.get(name) {
             Some(Attr::Ints(v)) => v
                 .iter()
-                .map(|&x| usize::try_from(x).map_err(|_| Self::err(name, "expected non-negative integers")))
+                .map(|&x| {
+                    usize::try_from(x)
+                        .map_err(|_| Self::err(name, "expected non-negative integers"))
+                })
                 .collect(),
             Some(_) => Err(Self::err(name, "expected a list of integers")),
             None => default.ok_or_else(|| Self::err(name, "missing")),
@@ -150,7 +172,9 @@ impl Attrs {
         match self.get(name) {
             Some(Attr::Str(s)) => Ok(s.clone()),
             Some(_) => Err(Self::err(name, "expected a string")),
-            None => default.map(str::to_string).ok_or_else(|| Self::err(name, "missing")),
+            None => default
+                .map(str::to_string)
+                .ok_or_else(|| Self::err(name, "missing")),
         }
     }
 

@@ -32,38 +32,71 @@ pub struct TensorSizeError {
 
 impl Tensor {
     /// Builds a tensor from raw little-endian bytes, checking their length.
-    pub fn from_bytes(dtype: DType, shape: Vec<usize>, data: Vec<u8>) -> Result<Tensor, TensorSizeError> {
+    pub fn from_bytes(
+        dtype: DType,
+        shape: Vec<usize>,
+        data: Vec<u8>,
+    ) -> Result<Tensor, TensorSizeError> {
         let count = checked_count(&shape);
         let expected = count.map(|c| dtype.storage_bytes(c));
         if expected != Some(data.len()) {
-            return Err(TensorSizeError { dtype, shape, expected: expected.unwrap_or(usize::MAX), actual: data.len() });
+            return Err(TensorSizeError {
+                dtype,
+                shape,
+                expected: expected.unwrap_or(usize::MAX),
+                actual: data.len(),
+            });
         }
-        Ok(Tensor { dtype, shape, data: data.into() })
+        Ok(Tensor {
+            dtype,
+            shape,
+            data: data.into(),
+        })
     }
 
     /// A tensor of zeros.
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Tensor {
         let n = shape.iter().product();
-        Tensor { dtype, data: vec![0u8; dtype.storage_bytes(n)].into(), shape }
+        Tensor {
+            dtype,
+            data: vec![0u8; dtype.storage_bytes(n)].into(),
+            shape,
+        }
     }
 
     /// Builds a tensor from f64 values, converting to `dtype` (rounding to nearest for floats,
     /// truncating toward zero and wrapping for integers, as a C cast would; bool is `v != 0`).
     pub fn from_f64(dtype: DType, shape: Vec<usize>, values: &[f64]) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), values.len(), "from_f64: shape/value count mismatch");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "from_f64: shape/value count mismatch"
+        );
         let mut out = Vec::with_capacity(dtype.storage_bytes(values.len()));
         match dtype {
-            DType::F32 => values.iter().for_each(|&v| out.extend_from_slice(&(v as f32).to_le_bytes())),
-            DType::F64 => values.iter().for_each(|&v| out.extend_from_slice(&v.to_le_bytes())),
-            DType::F16 => values.iter().for_each(|&v| out.extend_from_slice(&f16::from_f64(v).to_le_bytes())),
-            DType::BF16 => values.iter().for_each(|&v| out.extend_from_slice(&bf16::from_f64(v).to_le_bytes())),
+            DType::F32 => values
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&(v as f32).to_le_bytes())),
+            DType::F64 => values
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&v.to_le_bytes())),
+            DType::F16 => values
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&f16::from_f64(v).to_le_bytes())),
+            DType::BF16 => values
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&bf16::from_f64(v).to_le_bytes())),
             DType::Bool => values.iter().for_each(|&v| out.push((v != 0.0) as u8)),
             _ => {
                 let ints: Vec<i64> = values.iter().map(|&v| float_to_int(v, dtype)).collect();
                 return Tensor::from_i64(dtype, shape, &ints);
             }
         }
-        Tensor { dtype, shape, data: out.into() }
+        Tensor {
+            dtype,
+            shape,
+            data: out.into(),
+        }
     }
 
     /// Builds a tensor from f32 values.
@@ -74,16 +107,26 @@ impl Tensor {
 
     /// Builds a tensor from i64 values, converting to `dtype` (integers wrap as a C cast would).
     pub fn from_i64(dtype: DType, shape: Vec<usize>, values: &[i64]) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), values.len(), "from_i64: shape/value count mismatch");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "from_i64: shape/value count mismatch"
+        );
         let mut out = Vec::with_capacity(dtype.storage_bytes(values.len()));
         match dtype {
             DType::F32 | DType::F64 | DType::F16 | DType::BF16 => {
                 let f: Vec<f64> = values.iter().map(|&v| v as f64).collect();
                 return Tensor::from_f64(dtype, shape, &f);
             }
-            DType::I64 | DType::U64 => values.iter().for_each(|&v| out.extend_from_slice(&v.to_le_bytes())),
-            DType::I32 | DType::U32 => values.iter().for_each(|&v| out.extend_from_slice(&(v as i32).to_le_bytes())),
-            DType::I16 | DType::U16 => values.iter().for_each(|&v| out.extend_from_slice(&(v as i16).to_le_bytes())),
+            DType::I64 | DType::U64 => values
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&v.to_le_bytes())),
+            DType::I32 | DType::U32 => values
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&(v as i32).to_le_bytes())),
+            DType::I16 | DType::U16 => values
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&(v as i16).to_le_bytes())),
             DType::I8 | DType::U8 => values.iter().for_each(|&v| out.push(v as u8)),
             DType::Bool => values.iter().for_each(|&v| out.push((v != 0) as u8)),
             DType::I4 | DType::U4 => {
@@ -94,7 +137,11 @@ impl Tensor {
                 }
             }
         }
-        Tensor { dtype, shape, data: out.into() }
+        Tensor {
+            dtype,
+            shape,
+            data: out.into(),
+        }
     }
 
     /// A scalar (rank 0) tensor.
@@ -134,8 +181,16 @@ impl Tensor {
 
     /// Same data, new shape (element count must match).
     pub fn reshaped(&self, shape: Vec<usize>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), self.len(), "reshaped: element count mismatch");
-        Tensor { dtype: self.dtype, shape, data: self.data.clone() }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            self.len(),
+            "reshaped: element count mismatch"
+        );
+        Tensor {
+            dtype: self.dtype,
+            shape,
+            data: self.data.clone(),
+        }
     }
 
     /// Element `i` as f64 (integers converted exactly where they fit).
@@ -198,6 +253,50 @@ impl Tensor {
             Tensor::from_f64(to, self.shape.clone(), &self.to_f64_vec())
         } else {
             Tensor::from_i64(to, self.shape.clone(), &self.to_i64_vec())
+        }
+    }
+
+    /// A tensor of this dtype and `shape` whose element `k` is element `picks[k]` of this tensor.
+    /// Bits are copied exactly (NaN payloads, `-0.0`), so data movement ops never round.
+    ///
+    /// Panics if `picks.len()` differs from the element count of `shape` or an index is out of range.
+    pub fn take(&self, shape: Vec<usize>, picks: &[usize]) -> Tensor {
+        Tensor::take_from(self.dtype, shape, &[self], picks.iter().map(|&i| (0, i)))
+    }
+
+    /// A tensor of `dtype` and `shape` whose element `k` is element `e` of `sources[s]`, where `(s, e)`
+    /// is the `k`-th item of `picks`. Every source must have `dtype` (Concat joins several tensors).
+    pub(crate) fn take_from(
+        dtype: DType,
+        shape: Vec<usize>,
+        sources: &[&Tensor],
+        picks: impl Iterator<Item = (usize, usize)>,
+    ) -> Tensor {
+        let n: usize = shape.iter().product();
+        assert!(
+            sources.iter().all(|t| t.dtype == dtype),
+            "take_from: sources of different dtypes"
+        );
+        if dtype.bits().is_multiple_of(8) {
+            let w = dtype.bits() / 8;
+            let mut out = Vec::with_capacity(n * w);
+            for (s, e) in picks {
+                out.extend_from_slice(&sources[s].data[e * w..(e + 1) * w]);
+            }
+            assert_eq!(
+                out.len(),
+                n * w,
+                "take_from: pick count differs from the shape"
+            );
+            Tensor {
+                dtype,
+                shape,
+                data: out.into(),
+            }
+        } else {
+            // Packed 4-bit types: go through the integer value, which from_i64 packs back exactly.
+            let vals: Vec<i64> = picks.map(|(s, e)| sources[s].get_i64(e)).collect();
+            Tensor::from_i64(dtype, shape, &vals)
         }
     }
 

@@ -1,6 +1,6 @@
 //! Convolution and pooling.
 
-use super::{dims_of, ints, invalid, req, Fact, OpError};
+use super::{dims_of, for_each_index, ints, invalid, req, req_t, strides_of, Fact, OpError};
 use crate::attr::{Attr, Attrs};
 use crate::{Dim, Tensor, TensorType};
 
@@ -18,6 +18,10 @@ pub enum AutoPad {
 }
 
 /// Explicit pads (`[begin..., end...]`) for an `auto_pad` mode, given the spatial input sizes.
+///
+/// Never panics: it runs on raw ONNX attributes before [`Conv`] and [`Pool`] inference validate them, so
+/// missing entries, zero kernels or strides and empty inputs yield some pads and leave the error to
+/// inference.
 pub fn resolve_auto_pad(
     mode: AutoPad,
     input: &[usize],
@@ -33,9 +37,15 @@ pub fn resolve_auto_pad(
         AutoPad::SameUpper | AutoPad::SameLower => {
             let mut pads = vec![0; 2 * r];
             for i in 0..r {
-                let out = input[i].div_ceil(strides[i]);
-                let eff_k = (kernel[i] - 1) * dilations[i] + 1;
-                let total = ((out - 1) * strides[i] + eff_k).saturating_sub(input[i]);
+                let at = |v: &[usize]| v.get(i).copied().unwrap_or(1).max(1);
+                let (stride, k, dil) = (at(strides), at(kernel), at(dilations));
+                let out = input[i].div_ceil(stride);
+                let eff_k = (k - 1).saturating_mul(dil).saturating_add(1);
+                let total = out
+                    .saturating_sub(1)
+                    .saturating_mul(stride)
+                    .saturating_add(eff_k)
+                    .saturating_sub(input[i]);
                 let small = total / 2;
                 let big = total - small;
                 if mode == AutoPad::SameUpper {
@@ -51,31 +61,87 @@ pub fn resolve_auto_pad(
     }
 }
 
+/// Extent of a dilated window, `(k - 1) * dil + 1`, or an error when it overflows (absurd attributes
+/// must be an error, not an arithmetic panic).
+fn effective_kernel(k: usize, dil: usize) -> Result<usize, OpError> {
+    k.saturating_sub(1)
+        .checked_mul(dil)
+        .and_then(|v| v.checked_add(1))
+        .ok_or_else(|| OpError::Invalid(format!("kernel {k} with dilation {dil} is too large")))
+}
+
 /// Output size of one spatial axis of a sliding window.
-fn window_out(input: usize, k: usize, stride: usize, dil: usize, pb: usize, pe: usize, ceil: bool) -> Result<usize, OpError> {
-    let eff_k = (k - 1) * dil + 1;
-    let padded = input + pb + pe;
+fn window_out(
+    input: usize,
+    k: usize,
+    stride: usize,
+    dil: usize,
+    pb: usize,
+    pe: usize,
+    ceil: bool,
+) -> Result<usize, OpError> {
+    let eff_k = effective_kernel(k, dil)?;
+    let padded = input
+        .checked_add(pb)
+        .and_then(|v| v.checked_add(pe))
+        .ok_or_else(|| OpError::Invalid(format!("pads {pb}+{pe} are too large")))?;
     if padded < eff_k {
-        return invalid(format!("window of {eff_k} does not fit input of {input} with pads {pb}+{pe}"));
+        return invalid(format!(
+            "window of {eff_k} does not fit input of {input} with pads {pb}+{pe}"
+        ));
     }
     let span = padded - eff_k;
-    let mut out = if ceil { span.div_ceil(stride) + 1 } else { span / stride + 1 };
-    // In ceil mode the last window must start inside the input or the begin padding.
-    if ceil && (out - 1) * stride >= input + pb {
+    let mut out = if ceil {
+        span.div_ceil(stride) + 1
+    } else {
+        span / stride + 1
+    };
+    // In ceil mode the last window must start inside the input or the begin padding (windows that
+    // would start in the end padding are dropped, as PyTorch and onnxruntime do). `padded` did not
+    // overflow, so neither does `input + pb`.
+    if ceil
+        && (out - 1)
+            .checked_mul(stride)
+            .is_none_or(|start| start >= input + pb)
+    {
         out -= 1;
     }
     Ok(out)
 }
 
-fn check_window(name: &str, rank: usize, kernel: &[usize], strides: &[usize], dil: &[usize], pads: &[usize]) -> Result<(), OpError> {
-    if kernel.len() != rank || strides.len() != rank || dil.len() != rank || pads.len() != 2 * rank {
+/// Input coordinate read by output position `o`, kernel tap `k` on one spatial axis, or `None` when the
+/// tap falls in the padding. The arithmetic is in i128 so no attribute values can overflow it.
+fn tap(
+    o: usize,
+    k: usize,
+    stride: usize,
+    dil: usize,
+    pad_begin: usize,
+    input: usize,
+) -> Option<usize> {
+    let p = o as i128 * stride as i128 + k as i128 * dil as i128 - pad_begin as i128;
+    (0..input as i128).contains(&p).then_some(p as usize)
+}
+
+fn check_window(
+    name: &str,
+    rank: usize,
+    kernel: &[usize],
+    strides: &[usize],
+    dil: &[usize],
+    pads: &[usize],
+) -> Result<(), OpError> {
+    if kernel.len() != rank || strides.len() != rank || dil.len() != rank || pads.len() != 2 * rank
+    {
         return invalid(format!(
             "{name}: kernel_shape, strides, dilations and pads must have {rank}, {rank}, {rank} and {} entries",
             2 * rank
         ));
     }
     if kernel.contains(&0) || strides.contains(&0) || dil.contains(&0) {
-        return invalid(format!("{name}: kernel_shape, strides and dilations must be positive"));
+        return invalid(format!(
+            "{name}: kernel_shape, strides and dilations must be positive"
+        ));
     }
     Ok(())
 }
@@ -102,7 +168,7 @@ impl Conv {
             strides: a.usizes("strides", None)?,
             dilations: a.usizes("dilations", None)?,
             pads: a.usizes("pads", None)?,
-            group: a.int("group", Some(1))? as usize,
+            group: a.usize("group", Some(1))?,
         })
     }
 
@@ -122,25 +188,45 @@ impl Conv {
         let xd = dims_of(x.ty)?;
         let wd = dims_of(w.ty)?;
         if xd.len() < 3 {
-            return invalid(format!("input must be N x C x spatial..., got rank {}", xd.len()));
+            return invalid(format!(
+                "input must be N x C x spatial..., got rank {}",
+                xd.len()
+            ));
         }
         if !x.ty.dtype.is_float() || w.ty.dtype != x.ty.dtype {
-            return Err(OpError::Unsupported(format!("conv with input {} and weights {}", x.ty.dtype, w.ty.dtype)));
+            return Err(OpError::Unsupported(format!(
+                "conv with input {} and weights {}",
+                x.ty.dtype, w.ty.dtype
+            )));
         }
         let r = xd.len() - 2;
-        check_window("conv", r, &self.kernel_shape, &self.strides, &self.dilations, &self.pads)?;
+        check_window(
+            "conv",
+            r,
+            &self.kernel_shape,
+            &self.strides,
+            &self.dilations,
+            &self.pads,
+        )?;
         if wd.len() != xd.len() {
-            return invalid(format!("weights rank {} differs from input rank {}", wd.len(), xd.len()));
+            return invalid(format!(
+                "weights rank {} differs from input rank {}",
+                wd.len(),
+                xd.len()
+            ));
         }
         let (c, m, g) = (xd[1], wd[0], self.group);
-        if g == 0 || c % g != 0 || m % g != 0 || wd[1] * g != c {
+        if g == 0 || c % g != 0 || m % g != 0 || wd[1].checked_mul(g) != Some(c) {
             return invalid(format!(
                 "channels do not match groups: input has {c} channels, weights {:?}, group {g}",
                 wd
             ));
         }
         if wd[2..] != self.kernel_shape[..] {
-            return invalid(format!("kernel_shape {:?} differs from weight shape {:?}", self.kernel_shape, wd));
+            return invalid(format!(
+                "kernel_shape {:?} differs from weight shape {:?}",
+                self.kernel_shape, wd
+            ));
         }
         if let Some(b) = ins.get(2).and_then(|b| b.as_ref()) {
             if dims_of(b.ty)? != [m] || b.ty.dtype != x.ty.dtype {
@@ -148,16 +234,71 @@ impl Conv {
             }
         }
         let mut out = vec![Dim::Const(xd[0]), Dim::Const(m)];
-        for i in 0..r {
-            let o = window_out(xd[2 + i], self.kernel_shape[i], self.strides[i], self.dilations[i], self.pads[i], self.pads[i + r], false)?;
-            out.push(Dim::Const(o));
-        }
-        Ok(vec![TensorType { dtype: x.ty.dtype, shape: out }])
+        out.extend(self.out_spatial(&xd)?.into_iter().map(Dim::Const));
+        Ok(vec![TensorType {
+            dtype: x.ty.dtype,
+            shape: out,
+        }])
     }
 
+    /// Direct convolution: every output element sums `x * w` over its group's input channels and every
+    /// kernel tap; taps in the padding read zero. Inputs are validated by [`crate::Op::eval`].
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let _ = ins;
-        Err(OpError::Unsupported("EVAL-PENDING conv".into()))
+        let (x, w) = (req_t(ins, 0)?, req_t(ins, 1)?);
+        let bias = ins.get(2).copied().flatten().map(Tensor::to_f64_vec);
+        let (xd, wd) = (x.shape(), w.shape());
+        let r = xd.len() - 2;
+        let (n, m) = (xd[0], wd[0]);
+        // Input channels per group (= wd[1]) and output channels per group.
+        let (cg, mg) = (wd[1], m / self.group);
+        let out_sp = self.out_spatial(xd)?;
+        let (xv, wv) = (x.to_f64_vec(), w.to_f64_vec());
+        let (xs, ws) = (strides_of(xd), strides_of(wd));
+        let mut out = Vec::new();
+        for ni in 0..n {
+            for mi in 0..m {
+                let group = mi / mg;
+                for_each_index(&out_sp, |o| {
+                    let mut acc = bias.as_ref().map_or(0.0, |b| b[mi]);
+                    for ci in 0..cg {
+                        let xc = group * cg + ci;
+                        for_each_index(&self.kernel_shape, |k| {
+                            let mut xi = ni * xs[0] + xc * xs[1];
+                            let mut wi = mi * ws[0] + ci * ws[1];
+                            for a in 0..r {
+                                let Some(p) = tap(
+                                    o[a],
+                                    k[a],
+                                    self.strides[a],
+                                    self.dilations[a],
+                                    self.pads[a],
+                                    xd[2 + a],
+                                ) else {
+                                    return;
+                                };
+                                xi += p * xs[2 + a];
+                                wi += k[a] * ws[2 + a];
+                            }
+                            acc += xv[xi] * wv[wi];
+                        });
+                    }
+                    out.push(acc);
+                });
+            }
+        }
+        let mut shape = vec![n, m];
+        shape.extend(out_sp);
+        Ok(vec![Tensor::from_f64(x.dtype(), shape, &out)])
+    }
+
+    fn out_spatial(&self, xd: &[usize]) -> Result<Vec<usize>, OpError> {
+        let r = xd.len() - 2;
+        (0..r)
+            .map(|i| {
+                let (k, s, d) = (self.kernel_shape[i], self.strides[i], self.dilations[i]);
+                window_out(xd[2 + i], k, s, d, self.pads[i], self.pads[i + r], false)
+            })
+            .collect()
     }
 }
 
@@ -218,7 +359,10 @@ impl Pool {
             ("ceil_mode", Attr::Int(self.ceil_mode as i64)),
         ];
         if self.kind == PoolKind::Avg {
-            v.push(("count_include_pad", Attr::Int(self.count_include_pad as i64)));
+            v.push((
+                "count_include_pad",
+                Attr::Int(self.count_include_pad as i64),
+            ));
         }
         v
     }
@@ -227,30 +371,142 @@ impl Pool {
         let x = req(ins, 0)?;
         let xd = dims_of(x.ty)?;
         if xd.len() < 3 {
-            return invalid(format!("input must be N x C x spatial..., got rank {}", xd.len()));
+            return invalid(format!(
+                "input must be N x C x spatial..., got rank {}",
+                xd.len()
+            ));
         }
         if !x.ty.dtype.is_float() {
-            return Err(OpError::Unsupported(format!("{} on {}", self.name(), x.ty.dtype)));
+            return Err(OpError::Unsupported(format!(
+                "{} on {}",
+                self.name(),
+                x.ty.dtype
+            )));
         }
         let r = xd.len() - 2;
-        check_window(self.name(), r, &self.kernel_shape, &self.strides, &self.dilations, &self.pads)?;
+        check_window(
+            self.name(),
+            r,
+            &self.kernel_shape,
+            &self.strides,
+            &self.dilations,
+            &self.pads,
+        )?;
         for i in 0..r {
-            let eff_k = (self.kernel_shape[i] - 1) * self.dilations[i] + 1;
+            let eff_k = effective_kernel(self.kernel_shape[i], self.dilations[i])?;
             if self.pads[i] >= eff_k || self.pads[i + r] >= eff_k {
-                return invalid(format!("pads {:?} must be smaller than the window {:?}", self.pads, self.kernel_shape));
+                return invalid(format!(
+                    "pads {:?} must be smaller than the window {:?}",
+                    self.pads, self.kernel_shape
+                ));
             }
         }
+        let out_sp = self.out_spatial(&xd)?;
         let mut out = vec![Dim::Const(xd[0]), Dim::Const(xd[1])];
-        for i in 0..r {
-            let o = window_out(xd[2 + i], self.kernel_shape[i], self.strides[i], self.dilations[i], self.pads[i], self.pads[i + r], self.ceil_mode)?;
-            out.push(Dim::Const(o));
-        }
-        Ok(vec![TensorType { dtype: x.ty.dtype, shape: out }])
+        out.extend(out_sp.iter().map(|&o| Dim::Const(o)));
+        Ok(vec![TensorType {
+            dtype: x.ty.dtype,
+            shape: out,
+        }])
     }
 
+    /// Spatial output sizes, after checking that every window reads at least one input element (a
+    /// window of padding only has no maximum, and no average when padding is not counted).
+    fn out_spatial(&self, xd: &[usize]) -> Result<Vec<usize>, OpError> {
+        let r = xd.len() - 2;
+        let mut out = Vec::with_capacity(r);
+        for i in 0..r {
+            let (input, k, s, d, pb) = (
+                xd[2 + i],
+                self.kernel_shape[i],
+                self.strides[i],
+                self.dilations[i],
+                self.pads[i],
+            );
+            let o = window_out(input, k, s, d, pb, self.pads[i + r], self.ceil_mode)?;
+            // A window that starts inside the input reads its first tap, and windows never start in the
+            // end padding (pads < window, ceil mode drops such windows), so only windows that start in
+            // the begin padding can miss the input: the first ceil(pb / s) of them.
+            let suspects = pb.div_ceil(s).min(o);
+            if suspects > 1 << 16 {
+                return Err(OpError::Unsupported(format!(
+                    "{}: begin padding {pb} is too large",
+                    self.name()
+                )));
+            }
+            for w in 0..suspects {
+                // First tap at or after input coordinate 0, and whether it is still inside the input.
+                let start = w as i128 * s as i128 - pb as i128;
+                let first = ((-start).max(0) + d as i128 - 1) / d as i128;
+                if first >= k as i128 || start + first * d as i128 >= input as i128 {
+                    return invalid(format!(
+                        "{}: output {w} of spatial axis {i} covers only padding (kernel {k}, dilation {d}, pads {:?})",
+                        self.name(),
+                        self.pads
+                    ));
+                }
+            }
+            out.push(o);
+        }
+        Ok(out)
+    }
+
+    /// Direct pooling. Max: padding never wins (only taps inside the input are compared) and NaN
+    /// propagates. Average: the
+    /// sum of the taps inside the input, divided by the number of taps inside the input, or with
+    /// `count_include_pad` by the number of taps inside the padded input; taps past the end padding
+    /// (the overhang of a ceil-mode window) never count, as in PyTorch and onnxruntime.
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let _ = ins;
-        Err(OpError::Unsupported("EVAL-PENDING pool".into()))
+        let x = req_t(ins, 0)?;
+        let xd = x.shape();
+        let r = xd.len() - 2;
+        let out_sp = self.out_spatial(xd)?;
+        let xv = x.to_f64_vec();
+        let xs = strides_of(xd);
+        let mut out = Vec::new();
+        for ni in 0..xd[0] {
+            for ci in 0..xd[1] {
+                let base = ni * xs[0] + ci * xs[1];
+                for_each_index(&out_sp, |o| {
+                    let (mut max, mut sum, mut inside, mut padded) =
+                        (f64::NEG_INFINITY, 0.0, 0usize, 0usize);
+                    for_each_index(&self.kernel_shape, |k| {
+                        let mut xi = base;
+                        let mut in_input = true;
+                        let mut in_padded = true;
+                        for a in 0..r {
+                            let (s, d, pb) = (self.strides[a], self.dilations[a], self.pads[a]);
+                            match tap(o[a], k[a], s, d, pb, xd[2 + a]) {
+                                Some(p) => xi += p * xs[2 + a],
+                                None => {
+                                    in_input = false;
+                                    // Padded coordinate of the tap; inside the padded input when below
+                                    // input + begin pad + end pad.
+                                    let pc = o[a] as u128 * s as u128 + k[a] as u128 * d as u128;
+                                    in_padded &= pc < (xd[2 + a] + pb + self.pads[a + r]) as u128;
+                                }
+                            }
+                        }
+                        if in_input {
+                            max = super::nan_max(max, xv[xi]);
+                            sum += xv[xi];
+                            inside += 1;
+                        }
+                        if in_input || in_padded {
+                            padded += 1;
+                        }
+                    });
+                    out.push(match self.kind {
+                        PoolKind::Max => max,
+                        PoolKind::Avg if self.count_include_pad => sum / padded as f64,
+                        PoolKind::Avg => sum / inside as f64,
+                    });
+                });
+            }
+        }
+        let mut shape = xd[..2].to_vec();
+        shape.extend(out_sp);
+        Ok(vec![Tensor::from_f64(x.dtype(), shape, &out)])
     }
 }
 
@@ -272,18 +528,45 @@ impl GlobalPool {
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
         let x = req(ins, 0)?;
         if x.ty.rank() < 3 {
-            return invalid(format!("input must be N x C x spatial..., got rank {}", x.ty.rank()));
+            return invalid(format!(
+                "input must be N x C x spatial..., got rank {}",
+                x.ty.rank()
+            ));
         }
         if !x.ty.dtype.is_float() {
-            return Err(OpError::Unsupported(format!("{} on {}", self.name(), x.ty.dtype)));
+            return Err(OpError::Unsupported(format!(
+                "{} on {}",
+                self.name(),
+                x.ty.dtype
+            )));
         }
         let mut shape = x.ty.shape[..2].to_vec();
         shape.extend(std::iter::repeat_n(Dim::Const(1), x.ty.rank() - 2));
-        Ok(vec![TensorType { dtype: x.ty.dtype, shape }])
+        Ok(vec![TensorType {
+            dtype: x.ty.dtype,
+            shape,
+        }])
     }
 
+    /// Max or mean of each `(n, c)` plane.
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let _ = ins;
-        Err(OpError::Unsupported("EVAL-PENDING global_pool".into()))
+        let x = req_t(ins, 0)?;
+        let xd = x.shape();
+        let plane: usize = xd[2..].iter().product();
+        let xv = x.to_f64_vec();
+        let out: Vec<f64> = (0..xd[0] * xd[1])
+            .map(|p| {
+                let vals = &xv[p * plane..(p + 1) * plane];
+                match self.kind {
+                    PoolKind::Max => vals
+                        .iter()
+                        .fold(f64::NEG_INFINITY, |m, &v| super::nan_max(m, v)),
+                    PoolKind::Avg => vals.iter().sum::<f64>() / plane as f64,
+                }
+            })
+            .collect();
+        let mut shape = xd[..2].to_vec();
+        shape.extend(std::iter::repeat_n(1, xd.len() - 2));
+        Ok(vec![Tensor::from_f64(x.dtype(), shape, &out)])
     }
 }

@@ -1,6 +1,6 @@
 //! Elementwise ops: unary activations and math, broadcasting binary arithmetic, casts.
 
-use super::{invalid, req, req_t, Fact, OpError};
+use super::{invalid, nan_max, nan_min, req, req_t, Fact, OpError};
 use crate::attr::{Attr, Attrs};
 use crate::{DType, Dim, Tensor, TensorType};
 
@@ -69,8 +69,13 @@ impl UnaryOp {
     pub(crate) fn from_text(name: &str, a: &Attrs) -> Result<Option<UnaryOp>, OpError> {
         Ok(Some(match name {
             "relu" => UnaryOp::Relu,
-            "leaky_relu" => UnaryOp::LeakyRelu { alpha: a.float("alpha", None)? },
-            "clip" => UnaryOp::Clip { min: a.float("min", None)?, max: a.float("max", None)? },
+            "leaky_relu" => UnaryOp::LeakyRelu {
+                alpha: a.float("alpha", None)?,
+            },
+            "clip" => UnaryOp::Clip {
+                min: a.float("min", None)?,
+                max: a.float("max", None)?,
+            },
             "sigmoid" => UnaryOp::Sigmoid,
             "tanh" => UnaryOp::Tanh,
             "exp" => UnaryOp::Exp,
@@ -89,20 +94,29 @@ impl UnaryOp {
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
         match *self {
             UnaryOp::LeakyRelu { alpha } => vec![("alpha", Attr::Float(alpha))],
-            UnaryOp::Clip { min, max } => vec![("min", Attr::Float(min)), ("max", Attr::Float(max))],
+            UnaryOp::Clip { min, max } => {
+                vec![("min", Attr::Float(min)), ("max", Attr::Float(max))]
+            }
             _ => vec![],
         }
     }
 
     /// Whether the op is defined on integer inputs too (the rest are float-only).
     pub fn allows_int(&self) -> bool {
-        matches!(self, UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Clip { .. })
+        matches!(
+            self,
+            UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Clip { .. }
+        )
     }
 
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
         let x = req(ins, 0)?;
-        if !x.ty.dtype.is_float() && !(self.allows_int() && x.ty.dtype.is_int()) {
-            return Err(OpError::Unsupported(format!("{} on {}", self.name(), x.ty.dtype)));
+        if !(x.ty.dtype.is_float() || self.allows_int() && x.ty.dtype.is_int()) {
+            return Err(OpError::Unsupported(format!(
+                "{} on {}",
+                self.name(),
+                x.ty.dtype
+            )));
         }
         Ok(vec![x.ty.clone()])
     }
@@ -110,7 +124,7 @@ impl UnaryOp {
     /// The function on one f64 element (the reference definition).
     pub fn apply(&self, x: f64) -> f64 {
         match *self {
-            UnaryOp::Relu => x.max(0.0),
+            UnaryOp::Relu => nan_max(x, 0.0),
             UnaryOp::LeakyRelu { alpha } => {
                 if x < 0.0 {
                     alpha as f64 * x
@@ -118,7 +132,7 @@ impl UnaryOp {
                     x
                 }
             }
-            UnaryOp::Clip { min, max } => x.max(min as f64).min(max as f64),
+            UnaryOp::Clip { min, max } => nan_min(nan_max(x, min as f64), max as f64),
             UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Exp => x.exp(),
@@ -133,8 +147,31 @@ impl UnaryOp {
         }
     }
 
+    /// The function on one integer element, for the ops [`UnaryOp::allows_int`] admits (exact in i64,
+    /// where going through f64 would round values above 2^53). Clip bounds round inward.
+    pub fn apply_i64(&self, x: i64) -> i64 {
+        match *self {
+            UnaryOp::Relu => x.max(0),
+            UnaryOp::Neg => x.wrapping_neg(),
+            UnaryOp::Abs => x.wrapping_abs(),
+            // `as` saturates, so infinite bounds become i64::MIN / i64::MAX.
+            UnaryOp::Clip { min, max } => x
+                .max((min as f64).ceil() as i64)
+                .min((max as f64).floor() as i64),
+            _ => self.apply(x as f64) as i64,
+        }
+    }
+
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = req_t(ins, 0)?;
+        if x.dtype().is_int() {
+            let out: Vec<i64> = x
+                .to_i64_vec()
+                .into_iter()
+                .map(|v| self.apply_i64(v))
+                .collect();
+            return Ok(vec![Tensor::from_i64(x.dtype(), x.shape().to_vec(), &out)]);
+        }
         let out: Vec<f64> = x.to_f64_vec().into_iter().map(|v| self.apply(v)).collect();
         Ok(vec![Tensor::from_f64(x.dtype(), x.shape().to_vec(), &out)])
     }
@@ -222,21 +259,35 @@ impl BinaryOp {
 
     /// Inverse of [`BinaryOp::name`].
     pub fn from_name(s: &str) -> Option<BinaryOp> {
-        [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow, BinaryOp::Max, BinaryOp::Min]
-            .into_iter()
-            .find(|b| b.name() == s)
+        [
+            BinaryOp::Add,
+            BinaryOp::Sub,
+            BinaryOp::Mul,
+            BinaryOp::Div,
+            BinaryOp::Pow,
+            BinaryOp::Max,
+            BinaryOp::Min,
+        ]
+        .into_iter()
+        .find(|b| b.name() == s)
     }
 
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
         let (a, b) = (req(ins, 0)?, req(ins, 1)?);
         if a.ty.dtype != b.ty.dtype && *self != BinaryOp::Pow {
-            return invalid(format!("input dtypes differ: {} and {}", a.ty.dtype, b.ty.dtype));
+            return invalid(format!(
+                "input dtypes differ: {} and {}",
+                a.ty.dtype, b.ty.dtype
+            ));
         }
         if a.ty.dtype == DType::Bool {
             return Err(OpError::Unsupported(format!("{} on bool", self.name())));
         }
         let shape = broadcast_shapes(&a.ty.shape, &b.ty.shape)?;
-        Ok(vec![TensorType { dtype: a.ty.dtype, shape }])
+        Ok(vec![TensorType {
+            dtype: a.ty.dtype,
+            shape,
+        }])
     }
 
     /// The function on f64 elements (the reference definition for floats).
@@ -247,8 +298,8 @@ impl BinaryOp {
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
             BinaryOp::Pow => a.powf(b),
-            BinaryOp::Max => a.max(b),
-            BinaryOp::Min => a.min(b),
+            BinaryOp::Max => nan_max(a, b),
+            BinaryOp::Min => nan_min(a, b),
         }
     }
 
@@ -271,13 +322,23 @@ impl BinaryOp {
         let ia = broadcast_index(a.shape(), &out_shape);
         let ib = broadcast_index(b.shape(), &out_shape);
         let dtype = a.dtype();
-        let t = if dtype.is_float() {
+        // Pow may raise an integer to a float power: compute in f64 then, and truncate the result to
+        // the base's type as a C cast (and numpy's astype) would.
+        let t = if dtype.is_float() || b.dtype().is_float() {
             let (va, vb) = (a.to_f64_vec(), b.to_f64_vec());
-            let out: Vec<f64> = ia.iter().zip(&ib).map(|(&i, &j)| self.apply_f64(va[i], vb[j])).collect();
+            let out: Vec<f64> = ia
+                .iter()
+                .zip(&ib)
+                .map(|(&i, &j)| self.apply_f64(va[i], vb[j]))
+                .collect();
             Tensor::from_f64(dtype, out_shape, &out)
         } else {
             let (va, vb) = (a.to_i64_vec(), b.to_i64_vec());
-            let out: Vec<i64> = ia.iter().zip(&ib).map(|(&i, &j)| self.apply_i64(va[i], vb[j])).collect();
+            let out: Vec<i64> = ia
+                .iter()
+                .zip(&ib)
+                .map(|(&i, &j)| self.apply_i64(va[i], vb[j]))
+                .collect();
             Tensor::from_i64(dtype, out_shape, &out)
         };
         Ok(vec![t])
@@ -289,8 +350,16 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, OpError> {
     let r = a.len().max(b.len());
     let mut out = Vec::with_capacity(r);
     for i in 0..r {
-        let da = if i + a.len() >= r { &a[i + a.len() - r] } else { &Dim::Const(1) };
-        let db = if i + b.len() >= r { &b[i + b.len() - r] } else { &Dim::Const(1) };
+        let da = if i + a.len() >= r {
+            &a[i + a.len() - r]
+        } else {
+            &Dim::Const(1)
+        };
+        let db = if i + b.len() >= r {
+            &b[i + b.len() - r]
+        } else {
+            &Dim::Const(1)
+        };
         out.push(match (da, db) {
             (Dim::Const(1), d) | (d, Dim::Const(1)) => d.clone(),
             (x, y) if x == y => x.clone(),
@@ -304,7 +373,10 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, OpError> {
 pub(crate) fn broadcast_dims(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
     let da: Vec<Dim> = a.iter().map(|&d| Dim::Const(d)).collect();
     let db: Vec<Dim> = b.iter().map(|&d| Dim::Const(d)).collect();
-    Ok(broadcast_shapes(&da, &db)?.iter().map(|d| d.as_const().unwrap()).collect())
+    Ok(broadcast_shapes(&da, &db)?
+        .iter()
+        .map(|d| d.as_const().unwrap())
+        .collect())
 }
 
 /// For every element of `out` (row-major), the flat index of the element of an input of shape `src`
@@ -352,7 +424,10 @@ impl Cast {
     }
 
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
-        Ok(vec![TensorType { dtype: self.to, shape: req(ins, 0)?.ty.shape.clone() }])
+        Ok(vec![TensorType {
+            dtype: self.to,
+            shape: req(ins, 0)?.ty.shape.clone(),
+        }])
     }
 
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {

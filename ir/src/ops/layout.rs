@@ -1,10 +1,9 @@
 //! Data movement and shape ops: Reshape, Flatten, Transpose, Concat, Squeeze, Unsqueeze, Slice, Gather,
 //! Shape.
 
-use super::{dims_of, ints, invalid, req, req_t, Fact, OpError};
+use super::{dims_of, for_each_index, ints, invalid, req, req_t, strides_of, Fact, OpError};
 use crate::attr::{Attr, Attrs};
 use crate::{DType, Dim, Tensor, TensorType};
-
 
 /// New shape, same data. `shape` follows ONNX: `0` copies the input dim (unless `allowzero`), `-1` is
 /// inferred.
@@ -18,7 +17,10 @@ pub struct Reshape {
 
 impl Reshape {
     pub(crate) fn from_attrs(a: &Attrs) -> Result<Reshape, OpError> {
-        Ok(Reshape { shape: a.ints("shape", None)?, allowzero: a.bool("allowzero", false)? })
+        Ok(Reshape {
+            shape: a.ints("shape", None)?,
+            allowzero: a.bool("allowzero", false)?,
+        })
     }
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
@@ -43,9 +45,16 @@ impl Reshape {
                 -1 => return invalid(format!("shape {:?} has more than one -1", self.shape)),
                 0 if !self.allowzero => match d.get(i) {
                     Some(&v) => out.push(v),
-                    None => return invalid(format!("shape {:?} copies dimension {i} the input lacks", self.shape)),
+                    None => {
+                        return invalid(format!(
+                            "shape {:?} copies dimension {i} the input lacks",
+                            self.shape
+                        ))
+                    }
                 },
-                s if s < 0 => return invalid(format!("shape {:?} has a negative dimension", self.shape)),
+                s if s < 0 => {
+                    return invalid(format!("shape {:?} has a negative dimension", self.shape))
+                }
                 s => out.push(s as usize),
             }
         }
@@ -54,12 +63,18 @@ impl Reshape {
             return invalid(format!("shape {:?} overflows", self.shape));
         };
         if let Some(i) = infer_at {
-            if known == 0 || total % known != 0 {
-                return invalid(format!("cannot reshape {d:?} ({total} elements) to {:?}", self.shape));
+            if known == 0 || !total.is_multiple_of(known) {
+                return invalid(format!(
+                    "cannot reshape {d:?} ({total} elements) to {:?}",
+                    self.shape
+                ));
             }
             out[i] = total / known;
         } else if known != total {
-            return invalid(format!("cannot reshape {d:?} ({total} elements) to {:?}", self.shape));
+            return invalid(format!(
+                "cannot reshape {d:?} ({total} elements) to {:?}",
+                self.shape
+            ));
         }
         Ok(out)
     }
@@ -85,7 +100,9 @@ pub struct Flatten {
 
 impl Flatten {
     pub(crate) fn from_attrs(a: &Attrs) -> Result<Flatten, OpError> {
-        Ok(Flatten { axis: a.int("axis", None)? as usize })
+        Ok(Flatten {
+            axis: a.usize("axis", None)?,
+        })
     }
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
@@ -94,14 +111,24 @@ impl Flatten {
 
     fn out_dims(&self, d: &[usize]) -> Result<Vec<usize>, OpError> {
         if self.axis > d.len() {
-            return invalid(format!("axis {} is out of range for rank {}", self.axis, d.len()));
+            return invalid(format!(
+                "axis {} is out of range for rank {}",
+                self.axis,
+                d.len()
+            ));
         }
-        Ok(vec![d[..self.axis].iter().product(), d[self.axis..].iter().product()])
+        Ok(vec![
+            d[..self.axis].iter().product(),
+            d[self.axis..].iter().product(),
+        ])
     }
 
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
         let x = req(ins, 0)?;
-        Ok(vec![TensorType::new(x.ty.dtype, &self.out_dims(&dims_of(x.ty)?)?)])
+        Ok(vec![TensorType::new(
+            x.ty.dtype,
+            &self.out_dims(&dims_of(x.ty)?)?,
+        )])
     }
 
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
@@ -119,7 +146,9 @@ pub struct Transpose {
 
 impl Transpose {
     pub(crate) fn from_attrs(a: &Attrs) -> Result<Transpose, OpError> {
-        Ok(Transpose { perm: a.usizes("perm", None)? })
+        Ok(Transpose {
+            perm: a.usizes("perm", None)?,
+        })
     }
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
@@ -130,7 +159,11 @@ impl Transpose {
         let x = req(ins, 0)?;
         let mut seen = vec![false; x.ty.rank()];
         if self.perm.len() != x.ty.rank() {
-            return invalid(format!("perm {:?} does not match rank {}", self.perm, x.ty.rank()));
+            return invalid(format!(
+                "perm {:?} does not match rank {}",
+                self.perm,
+                x.ty.rank()
+            ));
         }
         for &p in &self.perm {
             if p >= seen.len() || seen[p] {
@@ -139,12 +172,22 @@ impl Transpose {
             seen[p] = true;
         }
         let shape = self.perm.iter().map(|&p| x.ty.shape[p].clone()).collect();
-        Ok(vec![TensorType { dtype: x.ty.dtype, shape }])
+        Ok(vec![TensorType {
+            dtype: x.ty.dtype,
+            shape,
+        }])
     }
 
+    /// Output element at multi-index `o` is input element at the index whose axis `perm[i]` is `o[i]`.
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let _ = ins;
-        Err(OpError::Unsupported("EVAL-PENDING transpose".into()))
+        let x = req_t(ins, 0)?;
+        let xs = strides_of(x.shape());
+        let out: Vec<usize> = self.perm.iter().map(|&p| x.shape()[p]).collect();
+        let mut picks = Vec::with_capacity(x.len());
+        for_each_index(&out, |o| {
+            picks.push(o.iter().zip(&self.perm).map(|(&i, &p)| i * xs[p]).sum())
+        });
+        Ok(vec![x.take(out, &picks)])
     }
 }
 
@@ -157,7 +200,9 @@ pub struct Concat {
 
 impl Concat {
     pub(crate) fn from_attrs(a: &Attrs) -> Result<Concat, OpError> {
-        Ok(Concat { axis: a.int("axis", None)? as usize })
+        Ok(Concat {
+            axis: a.usize("axis", None)?,
+        })
     }
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
@@ -168,31 +213,61 @@ impl Concat {
         let first = req(ins, 0)?;
         let rank = first.ty.rank();
         if self.axis >= rank {
-            return invalid(format!("axis {} is out of range for rank {rank}", self.axis));
+            return invalid(format!(
+                "axis {} is out of range for rank {rank}",
+                self.axis
+            ));
         }
         let mut total = 0usize;
         let base = dims_of(first.ty)?;
         for (i, f) in ins.iter().enumerate() {
-            let f = f.as_ref().ok_or_else(|| OpError::Invalid(format!("input {i} is missing")))?;
+            let f = f
+                .as_ref()
+                .ok_or_else(|| OpError::Invalid(format!("input {i} is missing")))?;
             let d = dims_of(f.ty)?;
             if f.ty.dtype != first.ty.dtype || d.len() != rank {
                 return invalid(format!("input {i} is {} but input 0 is {}", f.ty, first.ty));
             }
             for a in 0..rank {
                 if a != self.axis && d[a] != base[a] {
-                    return invalid(format!("input {i} is {} but input 0 is {} (concat axis {})", f.ty, first.ty, self.axis));
+                    return invalid(format!(
+                        "input {i} is {} but input 0 is {} (concat axis {})",
+                        f.ty, first.ty, self.axis
+                    ));
                 }
             }
-            total += d[self.axis];
+            total = total.checked_add(d[self.axis]).ok_or_else(|| {
+                OpError::Invalid(format!("concatenated axis {} is too large", self.axis))
+            })?;
         }
         let mut out = base;
         out[self.axis] = total;
         Ok(vec![TensorType::new(first.ty.dtype, &out)])
     }
 
+    /// For each index of the axes before `axis`, the inputs' blocks one after another.
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let _ = ins;
-        Err(OpError::Unsupported("EVAL-PENDING concat".into()))
+        let ts: Vec<&Tensor> = (0..ins.len())
+            .map(|i| req_t(ins, i))
+            .collect::<Result<_, _>>()?;
+        let first = ts[0].shape();
+        let outer: usize = first[..self.axis].iter().product();
+        let inner: usize = first[self.axis + 1..].iter().product();
+        let mut picks = Vec::new();
+        for o in 0..outer {
+            for (s, t) in ts.iter().enumerate() {
+                let block = t.shape()[self.axis] * inner;
+                picks.extend((o * block..(o + 1) * block).map(|e| (s, e)));
+            }
+        }
+        let mut shape = first.to_vec();
+        shape[self.axis] = ts.iter().map(|t| t.shape()[self.axis]).sum();
+        Ok(vec![Tensor::take_from(
+            ts[0].dtype(),
+            shape,
+            &ts,
+            picks.into_iter(),
+        )])
     }
 }
 
@@ -205,7 +280,9 @@ pub struct Squeeze {
 
 impl Squeeze {
     pub(crate) fn from_attrs(a: &Attrs) -> Result<Squeeze, OpError> {
-        Ok(Squeeze { axes: a.usizes("axes", None)? })
+        Ok(Squeeze {
+            axes: a.usizes("axes", None)?,
+        })
     }
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
@@ -227,12 +304,21 @@ impl Squeeze {
         if let Some(&a) = self.axes.iter().find(|&&a| a >= x.ty.rank()) {
             return invalid(format!("axis {a} is out of range for rank {}", x.ty.rank()));
         }
-        Ok(vec![TensorType { dtype: x.ty.dtype, shape }])
+        Ok(vec![TensorType {
+            dtype: x.ty.dtype,
+            shape,
+        }])
     }
 
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = req_t(ins, 0)?;
-        let d: Vec<usize> = x.shape().iter().enumerate().filter(|(i, _)| !self.axes.contains(i)).map(|(_, &d)| d).collect();
+        let d: Vec<usize> = x
+            .shape()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.axes.contains(i))
+            .map(|(_, &d)| d)
+            .collect();
         Ok(vec![x.reshaped(d)])
     }
 }
@@ -246,7 +332,9 @@ pub struct Unsqueeze {
 
 impl Unsqueeze {
     pub(crate) fn from_attrs(a: &Attrs) -> Result<Unsqueeze, OpError> {
-        Ok(Unsqueeze { axes: a.usizes("axes", None)? })
+        Ok(Unsqueeze {
+            axes: a.usizes("axes", None)?,
+        })
     }
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
@@ -261,24 +349,36 @@ impl Unsqueeze {
             if self.axes.contains(&i) {
                 out.push(Dim::Const(1));
             } else {
-                out.push(it.next().cloned().ok_or_else(|| OpError::Invalid(format!("axes {:?} out of range", self.axes)))?);
+                out.push(it.next().cloned().ok_or_else(|| {
+                    OpError::Invalid(format!("axes {:?} out of range", self.axes))
+                })?);
             }
         }
         if self.axes.iter().any(|&a| a >= r) {
-            return invalid(format!("axes {:?} out of range for output rank {r}", self.axes));
+            return invalid(format!(
+                "axes {:?} out of range for output rank {r}",
+                self.axes
+            ));
         }
         Ok(out)
     }
 
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
         let x = req(ins, 0)?;
-        Ok(vec![TensorType { dtype: x.ty.dtype, shape: self.out_shape(&x.ty.shape)? }])
+        Ok(vec![TensorType {
+            dtype: x.ty.dtype,
+            shape: self.out_shape(&x.ty.shape)?,
+        }])
     }
 
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = req_t(ins, 0)?;
         let dims: Vec<Dim> = x.shape().iter().map(|&d| Dim::Const(d)).collect();
-        let out = self.out_shape(&dims)?.iter().map(|d| d.as_const().unwrap()).collect();
+        let out = self
+            .out_shape(&dims)?
+            .iter()
+            .map(|d| d.as_const().unwrap())
+            .collect();
         Ok(vec![x.reshaped(out)])
     }
 }
@@ -328,25 +428,51 @@ impl Slice {
             if ax >= d.len() {
                 return invalid(format!("axis {ax} is out of range for rank {}", d.len()));
             }
-            let dim = d[ax] as i64;
+            if self.axes[..i].contains(&ax) {
+                return invalid(format!("axis {ax} is sliced twice (axes {:?})", self.axes));
+            }
             let step = self.steps[i];
             if step == 0 {
                 return invalid("slice step must not be 0");
             }
-            let fix = |v: i64| if v < 0 { v + dim } else { v };
-            let (start, end) = if step > 0 {
-                (fix(self.starts[i]).clamp(0, dim), fix(self.ends[i]).clamp(0, dim))
+            // i128 so that no start, end or step (i64::MIN included) can overflow.
+            let (dim, step) = (d[ax] as i128, step as i128);
+            let fix = |v: i64| if v < 0 { v as i128 + dim } else { v as i128 };
+            let (start, count) = if step > 0 {
+                let (start, end) = (
+                    fix(self.starts[i]).clamp(0, dim),
+                    fix(self.ends[i]).clamp(0, dim),
+                );
+                (
+                    start,
+                    if end > start {
+                        (end - start + step - 1) / step
+                    } else {
+                        0
+                    },
+                )
             } else {
-                (fix(self.starts[i]).clamp(0, dim - 1), fix(self.ends[i]).clamp(-1, dim - 1))
+                // Walking down: start clamps to the last element, end to one before the first. An empty
+                // axis has neither (and would make `clamp` panic), so it yields nothing.
+                let (start, end) = if dim == 0 {
+                    (0, 0)
+                } else {
+                    (
+                        fix(self.starts[i]).clamp(0, dim - 1),
+                        fix(self.ends[i]).clamp(-1, dim - 1),
+                    )
+                };
+                (
+                    start,
+                    if start > end {
+                        (start - end - step - 1) / -step
+                    } else {
+                        0
+                    },
+                )
             };
-            let count = if step > 0 {
-                if end > start { (end - start + step - 1) / step } else { 0 }
-            } else if start > end {
-                (start - end + (-step) - 1) / (-step)
-            } else {
-                0
-            };
-            r[ax] = (start, step, count as usize);
+            // start is in 0..=dim and count <= dim, so both fit.
+            r[ax] = (start as i64, self.steps[i], count as usize);
         }
         Ok(r)
     }
@@ -358,9 +484,23 @@ impl Slice {
         Ok(vec![TensorType::new(x.ty.dtype, &out)])
     }
 
+    /// Output index `o[a]` on axis `a` reads input index `first + o[a] * step` there.
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let _ = ins;
-        Err(OpError::Unsupported("EVAL-PENDING slice".into()))
+        let x = req_t(ins, 0)?;
+        let ranges = self.ranges(x.shape())?;
+        let xs = strides_of(x.shape());
+        let out: Vec<usize> = ranges.iter().map(|&(_, _, c)| c).collect();
+        let mut picks = Vec::new();
+        for_each_index(&out, |o| {
+            let flat: i64 = o
+                .iter()
+                .zip(&ranges)
+                .zip(&xs)
+                .map(|((&i, &(first, step, _)), &s)| (first + i as i64 * step) * s as i64)
+                .sum();
+            picks.push(flat as usize);
+        });
+        Ok(vec![x.take(out, &picks)])
     }
 }
 
@@ -373,7 +513,9 @@ pub struct Gather {
 
 impl Gather {
     pub(crate) fn from_attrs(a: &Attrs) -> Result<Gather, OpError> {
-        Ok(Gather { axis: a.int("axis", None)? as usize })
+        Ok(Gather {
+            axis: a.usize("axis", None)?,
+        })
     }
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
@@ -383,25 +525,66 @@ impl Gather {
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
         let (x, idx) = (req(ins, 0)?, req(ins, 1)?);
         if self.axis >= x.ty.rank() {
-            return invalid(format!("axis {} is out of range for rank {}", self.axis, x.ty.rank()));
+            return invalid(format!(
+                "axis {} is out of range for rank {}",
+                self.axis,
+                x.ty.rank()
+            ));
         }
         if !matches!(idx.ty.dtype, DType::I64 | DType::I32) {
             return invalid(format!("indices must be i32 or i64, got {}", idx.ty.dtype));
         }
         if let (Some(t), Some(n)) = (idx.value, x.ty.shape[self.axis].as_const()) {
-            if let Some(bad) = t.to_i64_vec().into_iter().find(|&i| i < -(n as i64) || i >= n as i64) {
-                return invalid(format!("index {bad} is out of range for axis {} of size {n}", self.axis));
+            if let Some(bad) = t
+                .to_i64_vec()
+                .into_iter()
+                .find(|&i| i < -(n as i64) || i >= n as i64)
+            {
+                return invalid(format!(
+                    "index {bad} is out of range for axis {} of size {n}",
+                    self.axis
+                ));
             }
         }
         let mut shape = x.ty.shape[..self.axis].to_vec();
         shape.extend(idx.ty.shape.iter().cloned());
         shape.extend(x.ty.shape[self.axis + 1..].iter().cloned());
-        Ok(vec![TensorType { dtype: x.ty.dtype, shape }])
+        Ok(vec![TensorType {
+            dtype: x.ty.dtype,
+            shape,
+        }])
     }
 
+    /// `out[pre, j, post] = data[pre, idx[j], post]`, a negative index counting from the end.
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let _ = ins;
-        Err(OpError::Unsupported("EVAL-PENDING gather".into()))
+        let (x, idx) = (req_t(ins, 0)?, req_t(ins, 1)?);
+        let d = x.shape();
+        let n = d[self.axis];
+        let outer: usize = d[..self.axis].iter().product();
+        let inner: usize = d[self.axis + 1..].iter().product();
+        let rows: Vec<usize> = idx
+            .to_i64_vec()
+            .into_iter()
+            .map(|i| {
+                let j = if i < 0 { i + n as i64 } else { i };
+                usize::try_from(j).ok().filter(|&j| j < n).ok_or_else(|| {
+                    OpError::Invalid(format!(
+                        "index {i} is out of range for axis {} of size {n}",
+                        self.axis
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut picks = Vec::with_capacity(outer * rows.len() * inner);
+        for o in 0..outer {
+            for &row in &rows {
+                picks.extend((0..inner).map(|i| (o * n + row) * inner + i));
+            }
+        }
+        let mut shape = d[..self.axis].to_vec();
+        shape.extend_from_slice(idx.shape());
+        shape.extend_from_slice(&d[self.axis + 1..]);
+        Ok(vec![x.take(shape, &picks)])
     }
 }
 
@@ -417,7 +600,10 @@ pub struct ShapeOf {
 impl ShapeOf {
     pub(crate) fn from_attrs(a: &Attrs) -> Result<ShapeOf, OpError> {
         let end = a.int("end", Some(i64::MAX))?;
-        Ok(ShapeOf { start: a.int("start", Some(0))?, end: (end != i64::MAX).then_some(end) })
+        Ok(ShapeOf {
+            start: a.int("start", Some(0))?,
+            end: (end != i64::MAX).then_some(end),
+        })
     }
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
@@ -426,6 +612,13 @@ impl ShapeOf {
             v.push(("end", Attr::Int(e)));
         }
         v
+    }
+
+    /// The value for an input of these dims (the input's data never matters).
+    pub fn value_for(&self, dims: &[usize]) -> Tensor {
+        let (s, e) = self.range(dims.len());
+        let v: Vec<i64> = dims[s..e].iter().map(|&d| d as i64).collect();
+        Tensor::from_i64(DType::I64, vec![v.len()], &v)
     }
 
     fn range(&self, rank: usize) -> (usize, usize) {
@@ -443,10 +636,6 @@ impl ShapeOf {
     }
 
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let x = req_t(ins, 0)?;
-        let (s, e) = self.range(x.shape().len());
-        let v: Vec<i64> = x.shape()[s..e].iter().map(|&d| d as i64).collect();
-        Ok(vec![Tensor::from_i64(DType::I64, vec![v.len()], &v)])
+        Ok(vec![self.value_for(req_t(ins, 0)?.shape())])
     }
 }
-

@@ -1,6 +1,7 @@
 //! Matrix products: Gemm and MatMul.
 
-use super::{dims_of, invalid, req, Fact, OpError};
+use super::elementwise::{broadcast_dims, broadcast_index};
+use super::{dims_of, invalid, req, req_t, Fact, OpError};
 use crate::attr::{Attr, Attrs};
 use crate::ops::broadcast_shapes;
 use crate::{Dim, Tensor, TensorType};
@@ -43,10 +44,21 @@ impl Gemm {
         if a.len() != 2 || b.len() != 2 {
             return invalid(format!("A and B must be 2-D, got {a:?} and {b:?}"));
         }
-        let (m, k) = if self.trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
-        let (k2, n) = if self.trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+        let (m, k) = if self.trans_a {
+            (a[1], a[0])
+        } else {
+            (a[0], a[1])
+        };
+        let (k2, n) = if self.trans_b {
+            (b[1], b[0])
+        } else {
+            (b[0], b[1])
+        };
         if k != k2 {
-            return invalid(format!("inner dimensions differ: A{a:?} B{b:?} (trans_a={}, trans_b={})", self.trans_a, self.trans_b));
+            return invalid(format!(
+                "inner dimensions differ: A{a:?} B{b:?} (trans_a={}, trans_b={})",
+                self.trans_a, self.trans_b
+            ));
         }
         Ok((m, k, n))
     }
@@ -54,7 +66,10 @@ impl Gemm {
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
         let (a, b) = (req(ins, 0)?, req(ins, 1)?);
         if !a.ty.dtype.is_float() || a.ty.dtype != b.ty.dtype {
-            return Err(OpError::Unsupported(format!("gemm on {} x {}", a.ty.dtype, b.ty.dtype)));
+            return Err(OpError::Unsupported(format!(
+                "gemm on {} x {}",
+                a.ty.dtype, b.ty.dtype
+            )));
         }
         let (m, _, n) = self.mkn(&dims_of(a.ty)?, &dims_of(b.ty)?)?;
         let out = vec![Dim::Const(m), Dim::Const(n)];
@@ -64,27 +79,80 @@ impl Gemm {
             }
             let bc = broadcast_shapes(&c.ty.shape, &out)?;
             if bc != out {
-                return invalid(format!("C of shape {} does not broadcast to [{m},{n}]", c.ty));
+                return invalid(format!(
+                    "C of shape {} does not broadcast to [{m},{n}]",
+                    c.ty
+                ));
             }
         }
-        Ok(vec![TensorType { dtype: a.ty.dtype, shape: out }])
+        Ok(vec![TensorType {
+            dtype: a.ty.dtype,
+            shape: out,
+        }])
     }
 
+    /// `alpha * sum_k A'[i,k] B'[k,j] + beta * C[i,j]` in f64, C broadcast to `[M, N]` and left out
+    /// (not treated as zero: `beta * inf` would be NaN) when absent.
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let _ = ins;
-        Err(OpError::Unsupported("EVAL-PENDING gemm".into()))
+        let (a, b) = (req_t(ins, 0)?, req_t(ins, 1)?);
+        let (m, k, n) = self.mkn(a.shape(), b.shape())?;
+        let (av, bv) = (a.to_f64_vec(), b.to_f64_vec());
+        // Element (i, k) of A' and (k, j) of B', reading the stored matrix transposed when asked.
+        let a_at = |i: usize, kk: usize| {
+            if self.trans_a {
+                av[kk * m + i]
+            } else {
+                av[i * k + kk]
+            }
+        };
+        let b_at = |kk: usize, j: usize| {
+            if self.trans_b {
+                bv[j * k + kk]
+            } else {
+                bv[kk * n + j]
+            }
+        };
+        let c = ins
+            .get(2)
+            .copied()
+            .flatten()
+            .map(|c| (c.to_f64_vec(), broadcast_index(c.shape(), &[m, n])));
+        let mut out = Vec::with_capacity(m * n);
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k).map(|kk| a_at(i, kk) * b_at(kk, j)).sum();
+                let mut y = self.alpha as f64 * dot;
+                if let Some((cv, ci)) = &c {
+                    y += self.beta as f64 * cv[ci[i * n + j]];
+                }
+                out.push(y);
+            }
+        }
+        Ok(vec![Tensor::from_f64(a.dtype(), vec![m, n], &out)])
     }
 }
 
 /// Shapes of a numpy matmul: `(batch dims of the output, M, K, N, a is 1-D, b is 1-D)`.
-pub fn matmul_shapes(a: &[Dim], b: &[Dim]) -> Result<(Vec<Dim>, Dim, Dim, Dim, bool, bool), OpError> {
+#[allow(clippy::type_complexity)] // a plain tuple, documented above, read by destructuring
+pub fn matmul_shapes(
+    a: &[Dim],
+    b: &[Dim],
+) -> Result<(Vec<Dim>, Dim, Dim, Dim, bool, bool), OpError> {
     if a.is_empty() || b.is_empty() {
         return invalid("matmul inputs must have rank >= 1");
     }
     let a_vec = a.len() == 1;
     let b_vec = b.len() == 1;
-    let a2: Vec<Dim> = if a_vec { vec![Dim::Const(1), a[0].clone()] } else { a.to_vec() };
-    let b2: Vec<Dim> = if b_vec { vec![b[0].clone(), Dim::Const(1)] } else { b.to_vec() };
+    let a2: Vec<Dim> = if a_vec {
+        vec![Dim::Const(1), a[0].clone()]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<Dim> = if b_vec {
+        vec![b[0].clone(), Dim::Const(1)]
+    } else {
+        b.to_vec()
+    };
     let (m, k) = (a2[a2.len() - 2].clone(), a2[a2.len() - 1].clone());
     let (k2, n) = (b2[b2.len() - 2].clone(), b2[b2.len() - 1].clone());
     if k != k2 {
@@ -97,7 +165,10 @@ pub fn matmul_shapes(a: &[Dim], b: &[Dim]) -> Result<(Vec<Dim>, Dim, Dim, Dim, b
 pub(crate) fn matmul_infer(ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
     let (a, b) = (req(ins, 0)?, req(ins, 1)?);
     if !a.ty.dtype.is_float() || a.ty.dtype != b.ty.dtype {
-        return Err(OpError::Unsupported(format!("matmul on {} x {}", a.ty.dtype, b.ty.dtype)));
+        return Err(OpError::Unsupported(format!(
+            "matmul on {} x {}",
+            a.ty.dtype, b.ty.dtype
+        )));
     }
     let (mut shape, m, _, n, a_vec, b_vec) = matmul_shapes(&a.ty.shape, &b.ty.shape)?;
     if !a_vec {
@@ -106,10 +177,54 @@ pub(crate) fn matmul_infer(ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpEr
     if !b_vec {
         shape.push(n);
     }
-    Ok(vec![TensorType { dtype: a.ty.dtype, shape }])
+    Ok(vec![TensorType {
+        dtype: a.ty.dtype,
+        shape,
+    }])
 }
 
+/// numpy `matmul` in f64: a 1-D A is a row `[1, K]` and a 1-D B a column `[K, 1]` (the added dim is
+/// dropped from the result), and the batch dims broadcast.
 pub(crate) fn matmul_eval(ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-    let _ = ins;
-    Err(OpError::Unsupported("EVAL-PENDING matmul".into()))
+    let (a, b) = (req_t(ins, 0)?, req_t(ins, 1)?);
+    let a2: Vec<usize> = if a.shape().len() == 1 {
+        vec![1, a.shape()[0]]
+    } else {
+        a.shape().to_vec()
+    };
+    let b2: Vec<usize> = if b.shape().len() == 1 {
+        vec![b.shape()[0], 1]
+    } else {
+        b.shape().to_vec()
+    };
+    let (ra, rb) = (a2.len(), b2.len());
+    let (m, k, n) = (a2[ra - 2], a2[ra - 1], b2[rb - 1]);
+    let batch = broadcast_dims(&a2[..ra - 2], &b2[..rb - 2])?;
+    // For every output batch entry, which matrix of A and of B it reads.
+    let (a_mat, b_mat) = (
+        broadcast_index(&a2[..ra - 2], &batch),
+        broadcast_index(&b2[..rb - 2], &batch),
+    );
+    let (av, bv) = (a.to_f64_vec(), b.to_f64_vec());
+    let mut out = Vec::new();
+    for (&ia, &ib) in a_mat.iter().zip(&b_mat) {
+        let (ao, bo) = (ia * m * k, ib * k * n);
+        for i in 0..m {
+            for j in 0..n {
+                out.push(
+                    (0..k)
+                        .map(|kk| av[ao + i * k + kk] * bv[bo + kk * n + j])
+                        .sum(),
+                );
+            }
+        }
+    }
+    let mut shape = batch;
+    if a.shape().len() > 1 {
+        shape.push(m);
+    }
+    if b.shape().len() > 1 {
+        shape.push(n);
+    }
+    Ok(vec![Tensor::from_f64(a.dtype(), shape, &out)])
 }

@@ -13,7 +13,7 @@ mod norm;
 pub use conv::{resolve_auto_pad, AutoPad, Conv, GlobalPool, Pool, PoolKind};
 pub use elementwise::{broadcast_shapes, BinaryOp, Cast, UnaryOp};
 pub use layout::{Concat, Flatten, Gather, Reshape, ShapeOf, Slice, Squeeze, Transpose, Unsqueeze};
-pub use linalg::Gemm;
+pub use linalg::{matmul_shapes, Gemm};
 pub use norm::{BatchNorm, Softmax};
 
 use crate::attr::{Attr, AttrError, Attrs};
@@ -125,8 +125,44 @@ impl Op {
         }
     }
 
+    /// The most inputs the op takes (`None`: any number, as for `concat`).
+    pub fn max_inputs(&self) -> Option<usize> {
+        Some(match self {
+            Op::Input(_) | Op::Const(_) => 0,
+            Op::Binary(_) | Op::MatMul | Op::Gather(_) => 2,
+            Op::Conv(_) | Op::Gemm(_) => 3,
+            Op::BatchNorm(_) => 5,
+            Op::Concat(_) => return None,
+            Op::Identity
+            | Op::Unary(_)
+            | Op::Cast(_)
+            | Op::Pool(_)
+            | Op::GlobalPool(_)
+            | Op::Softmax(_)
+            | Op::Reshape(_)
+            | Op::Flatten(_)
+            | Op::Transpose(_)
+            | Op::Squeeze(_)
+            | Op::Unsqueeze(_)
+            | Op::Slice(_)
+            | Op::Shape(_) => 1,
+        })
+    }
+
     /// Output types for the given inputs (`None` for an absent optional input).
     pub fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
+        // Trailing absent inputs are the same as no input (ONNX lists empty names for them), but a
+        // present input beyond the op's arity would be silently ignored by inference, the evaluator
+        // and the backend alike: reject it so the verifier catches the bad edge.
+        let given = ins.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+        if let Some(max) = self.max_inputs() {
+            if given > max {
+                return invalid(format!(
+                    "{} takes at most {max} inputs, got {given}",
+                    self.name()
+                ));
+            }
+        }
         match self {
             Op::Input(_) => invalid("graph inputs carry their type; nothing to infer"),
             Op::Const(t) => Ok(vec![t.ty()]),
@@ -155,7 +191,31 @@ impl Op {
 
     /// Reference evaluation on constant inputs: the constant folder and the test oracle.
     /// Simple and obviously right beats fast here.
+    ///
+    /// The inputs are first checked by [`Op::infer`], so every evaluator works on inputs whose shapes and
+    /// dtypes it knows to be valid, and a bad call is an [`OpError`] rather than a panic.
     pub fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        if let Op::Input(_) = self {
+            return invalid("a graph input has no value at compile time");
+        }
+        let tys: Vec<Option<TensorType>> = ins.iter().map(|t| t.map(Tensor::ty)).collect();
+        let facts: Vec<Option<Fact>> = ins
+            .iter()
+            .zip(&tys)
+            .map(|(t, ty)| ty.as_ref().map(|ty| Fact { ty, value: *t }))
+            .collect();
+        let expected = self.infer(&facts)?;
+        let out = self.eval_checked(ins)?;
+        debug_assert_eq!(
+            out.iter().map(Tensor::ty).collect::<Vec<_>>(),
+            expected,
+            "{} evaluator disagrees with its inference",
+            self.name()
+        );
+        Ok(out)
+    }
+
+    fn eval_checked(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         match self {
             Op::Input(_) => invalid("a graph input has no value at compile time"),
             Op::Const(t) => Ok(vec![t.clone()]),
@@ -225,8 +285,12 @@ impl Op {
             "conv" => Op::Conv(Conv::from_attrs(a)?),
             "max_pool" => Op::Pool(Pool::from_attrs(PoolKind::Max, a)?),
             "avg_pool" => Op::Pool(Pool::from_attrs(PoolKind::Avg, a)?),
-            "global_max_pool" => Op::GlobalPool(GlobalPool { kind: PoolKind::Max }),
-            "global_avg_pool" => Op::GlobalPool(GlobalPool { kind: PoolKind::Avg }),
+            "global_max_pool" => Op::GlobalPool(GlobalPool {
+                kind: PoolKind::Max,
+            }),
+            "global_avg_pool" => Op::GlobalPool(GlobalPool {
+                kind: PoolKind::Avg,
+            }),
             "gemm" => Op::Gemm(Gemm::from_attrs(a)?),
             "batch_norm" => Op::BatchNorm(BatchNorm::from_attrs(a)?),
             "softmax" => Op::Softmax(Softmax::from_attrs(a)?),
@@ -246,12 +310,17 @@ impl Op {
 
 /// Input `i`, which must be present.
 pub(crate) fn req<'a>(ins: &'a [Option<Fact<'a>>], i: usize) -> Result<&'a Fact<'a>, OpError> {
-    ins.get(i).and_then(|f| f.as_ref()).ok_or_else(|| OpError::Invalid(format!("input {i} is missing")))
+    ins.get(i)
+        .and_then(|f| f.as_ref())
+        .ok_or_else(|| OpError::Invalid(format!("input {i} is missing")))
 }
 
 /// Input tensor `i` of an evaluation, which must be present.
 pub(crate) fn req_t<'a>(ins: &'a [Option<&'a Tensor>], i: usize) -> Result<&'a Tensor, OpError> {
-    ins.get(i).copied().flatten().ok_or_else(|| OpError::Invalid(format!("input {i} is missing")))
+    ins.get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| OpError::Invalid(format!("input {i} is missing")))
 }
 
 /// The constant dims of a type, or an `Unsupported` error naming the symbolic one.
@@ -260,18 +329,86 @@ pub(crate) fn dims_of(ty: &TensorType) -> Result<Vec<usize>, OpError> {
         .iter()
         .map(|d| match d {
             Dim::Const(n) => Ok(*n),
-            Dim::Sym { name, .. } => Err(OpError::Unsupported(format!("symbolic dimension `{name}`"))),
+            Dim::Sym { name, .. } => {
+                Err(OpError::Unsupported(format!("symbolic dimension `{name}`")))
+            }
         })
         .collect()
 }
 
-/// Normalizes a possibly negative axis against `rank`.
-pub(crate) fn norm_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
-    let r = rank as i64;
-    if axis < -r || axis >= r.max(1) && !(rank == 0 && axis == 0) {
+/// Normalizes a possibly negative ONNX axis against `rank`: the accepted range is `[-rank, rank - 1]`,
+/// so a rank-0 tensor has no axis at all. (Ops whose axis may equal the rank, like Flatten, add one to
+/// the rank they pass.)
+pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
+    let r = i64::try_from(rank).unwrap_or(i64::MAX);
+    if axis < -r || axis >= r {
         return invalid(format!("axis {axis} is out of range for rank {rank}"));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
+}
+
+/// Checks an already normalized axis against `rank`.
+pub(crate) fn check_axis(axis: usize, rank: usize) -> Result<(), OpError> {
+    if axis >= rank {
+        return invalid(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(())
+}
+
+/// `max(a, b)` that propagates NaN, like numpy's `maximum` (the ONNX reference) and Cranelift's `fmax`;
+/// `f64::max` would drop the NaN instead.
+pub(crate) fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// `min(a, b)` that propagates NaN (see [`nan_max`]).
+pub(crate) fn nan_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+/// Row-major strides of `dims`, in elements.
+pub(crate) fn strides_of(dims: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
+}
+
+/// Calls `f` with every multi-index of `dims` in row-major order (once with `[]` for rank 0, never
+/// when a dim is 0).
+pub(crate) fn for_each_index(dims: &[usize], mut f: impl FnMut(&[usize])) {
+    if dims.contains(&0) {
+        return;
+    }
+    let mut idx = vec![0; dims.len()];
+    loop {
+        f(&idx);
+        let mut d = dims.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < dims[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
 }
 
 /// `Attr::Ints` from usizes.
