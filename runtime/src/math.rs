@@ -1,0 +1,741 @@
+//! Inline CLIF emitters for the transcendental functions kernels need (`exp`, `log`, `tanh`,
+//! `sigmoid`, `erf`, `pow`).
+//!
+//! Every emitter works on an `f32` scalar or an `f32x4` vector (it dispatches on the type of its
+//! argument) and expands to straight-line code: no calls, no branches, no libm. A generated library
+//! must link against nothing, so the emitters only use instructions that every supported target
+//! lowers natively (x86_64 from plain SSE2 up, aarch64): `fadd`/`fsub`/`fmul`/`fdiv`,
+//! `fmin`/`fmax`, `fabs`, `fcmp`, `select`/`bitselect`, integer arithmetic and shifts on bit
+//! patterns, `fcvt_{to,from}_sint` on 32-bit lanes, `f32`<->`f64` conversions, and two `shuffle`
+//! patterns that are single SSE2 instructions (for `pow`). In particular they avoid `floor`/`nearest` (a libcall on x86 without
+//! SSE4.1; rounding uses the `1.5 * 2^23` trick instead) and `fma` (a call to `fmaf` on x86 without
+//! the FMA feature) unless [`MathOpts::fma`] says the target has it.
+//!
+//! Accuracy (checked against `f64` references in `tests/math.rs`):
+//! - `exp`, `log`: a few ulp over the whole `f32` range, including subnormal inputs (`log`) and
+//!   results (`exp`), overflow to `inf`, underflow to `0`, and NaN propagation. Range reduction is
+//!   Cody–Waite with an exactly representable `ln 2` head, so reduction adds no error.
+//! - `tanh`, `sigmoid`: absolute error below `1e-6` (in practice a few ulp relative), saturating to
+//!   `±1` / `0`,`1` for large `|x|`.
+//! - `erf`: absolute error below `1e-6`; odd Taylor series below `|x| = 1`, Abramowitz–Stegun 7.1.26
+//!   above.
+//! - `pow`: `2^(y · log2|x|)` evaluated in `f64` (vectors as two `f64x2` halves) and rounded once,
+//!   so within 1 ulp everywhere, with the C99 special cases (Annex F.10.4.4) applied on top. In
+//!   `f32` the error of `y · ln x` would be amplified by `|y · ln x|`: tens of ulp for large results.
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    types, ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value,
+};
+use cranelift_frontend::FunctionBuilder;
+
+/// Options for the `*_with` emitters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MathOpts {
+    /// Use fused multiply-add for polynomial evaluation. Only set this when the target has a
+    /// native FMA (x86 `fma` feature, always on aarch64): otherwise Cranelift lowers `fma` to a
+    /// call to `fmaf`, which a self-contained library cannot have.
+    pub fma: bool,
+}
+
+/// `e^x`. See the module docs for accuracy.
+pub fn exp(b: &mut FunctionBuilder, x: Value) -> Value {
+    exp_with(b, x, &MathOpts::default())
+}
+
+/// Natural logarithm: `log(±0) = -inf`, `log(x < 0) = NaN`, `log(inf) = inf`.
+pub fn log(b: &mut FunctionBuilder, x: Value) -> Value {
+    log_with(b, x, &MathOpts::default())
+}
+
+/// Hyperbolic tangent.
+pub fn tanh(b: &mut FunctionBuilder, x: Value) -> Value {
+    tanh_with(b, x, &MathOpts::default())
+}
+
+/// Logistic sigmoid `1 / (1 + e^-x)`.
+pub fn sigmoid(b: &mut FunctionBuilder, x: Value) -> Value {
+    sigmoid_with(b, x, &MathOpts::default())
+}
+
+/// Gauss error function.
+pub fn erf(b: &mut FunctionBuilder, x: Value) -> Value {
+    erf_with(b, x, &MathOpts::default())
+}
+
+/// `x^y` with the special cases of C `pow` (negative `x` with integral `y`, zeros, infinities,
+/// `pow(x, 0) = pow(1, y) = 1` even for NaN).
+pub fn pow(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
+    pow_with(b, x, y, &MathOpts::default())
+}
+
+/// A constant `v` of type `ty` (`F32`, or `F32X4` with `v` in every lane).
+///
+/// # Panics
+/// If `ty` is neither `F32` nor `F32X4` (a compiler bug, not a user error).
+pub fn splat_f32(b: &mut FunctionBuilder, ty: Type, v: f32) -> Value {
+    Em::new(b, ty, &MathOpts::default()).f(v)
+}
+
+/// [`exp`] with options.
+pub fn exp_with(b: &mut FunctionBuilder, x: Value, o: &MathOpts) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    Em::new(b, ty, o).exp(x)
+}
+
+/// [`log`] with options.
+pub fn log_with(b: &mut FunctionBuilder, x: Value, o: &MathOpts) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    Em::new(b, ty, o).log(x)
+}
+
+/// [`tanh`] with options.
+pub fn tanh_with(b: &mut FunctionBuilder, x: Value, o: &MathOpts) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    Em::new(b, ty, o).tanh(x)
+}
+
+/// [`sigmoid`] with options.
+pub fn sigmoid_with(b: &mut FunctionBuilder, x: Value, o: &MathOpts) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    Em::new(b, ty, o).sigmoid(x)
+}
+
+/// [`erf`] with options.
+pub fn erf_with(b: &mut FunctionBuilder, x: Value, o: &MathOpts) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    Em::new(b, ty, o).erf(x)
+}
+
+/// [`pow`] with options.
+///
+/// # Panics
+/// If `x` and `y` differ in type, or the type is neither `F32` nor `F32X4`.
+pub fn pow_with(b: &mut FunctionBuilder, x: Value, y: Value, o: &MathOpts) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    assert_eq!(
+        ty,
+        b.func.dfg.value_type(y),
+        "pow: x and y must have the same type"
+    );
+    Em::new(b, ty, o).pow(x, y)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Constants. Polynomial coefficients are the classic single-precision minimax fits (Cephes);
+// each list is highest degree first, as `Em::horner` wants.
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// `ln 2 = LN2_HI + LN2_LO`; `LN2_HI` has 9 significant bits so `n * LN2_HI` is exact for
+/// `|n| < 2^15`, which makes the first reduction step `x - n * LN2_HI` exact.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// `exp(r) = 1 + r + r^2 * P(r)` on `|r| <= ln2 / 2`.
+const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5e-1,
+];
+/// `log(1 + f) = f - f^2/2 + f^3 * P(f)` on `sqrt(1/2) - 1 <= f < sqrt(2) - 1`.
+const LOG_P: [f32; 9] = [
+    7.037_683_6e-2,
+    -1.151_461e-1,
+    1.167_699_9e-1,
+    -1.242_014_1e-1,
+    1.424_932_3e-1,
+    -1.666_805_8e-1,
+    2.000_071_5e-1,
+    -2.499_999_4e-1,
+    3.333_333e-1,
+];
+/// `tanh(a) = a + a^3 * P(a^2)` on `0 <= a < 0.625`.
+const TANH_P: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_909e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328e-1,
+];
+/// Below this `|x|` tanh uses its polynomial; above, `1 - 2 / (e^{2|x|} + 1)` loses nothing.
+const TANH_SMALL: f32 = 0.625;
+/// Abramowitz & Stegun 7.1.26: `erf(a) = 1 - t * P(t) * e^{-a^2}`, `t = 1 / (1 + ERF_AS_P * a)`,
+/// absolute error below `1.5e-7`.
+const ERF_AS_P: f32 = 0.327_591_1;
+const ERF_AS: [f32; 5] = [
+    1.061_405_4,
+    -1.453_152,
+    1.421_413_7,
+    -0.284_496_72,
+    0.254_829_6,
+];
+/// Adding and subtracting `1.5 * 2^23` rounds any `|t| < 2^22` to the nearest integer (ties to
+/// even) in the current rounding mode, with no `nearest` instruction.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// Taylor coefficients of `erf(a) / a` in powers of `a^2`, highest first:
+/// `2/sqrt(pi) * (-1)^n / (n! (2n + 1))` for `n = 10..=0`. On `|a| < 1` the first omitted term is
+/// below `1e-9`. Computed on the host at emission time (the generated code only sees constants).
+fn erf_taylor() -> [f32; 11] {
+    let mut c = [0f32; 11];
+    let mut fact = 1f64;
+    for n in 0..11 {
+        if n > 0 {
+            fact *= n as f64;
+        }
+        let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
+        let v = std::f64::consts::FRAC_2_SQRT_PI * sign / (fact * (2 * n + 1) as f64);
+        c[10 - n] = v as f32;
+    }
+    c
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The emitter: one place that knows whether we are building scalar or vector code, so the
+/// algorithms below read as plain arithmetic. Masks are whatever `fcmp`/`icmp` return (`i8` for
+/// scalars, `i32x4` for vectors) and are only combined with `band`/`bor`/`bnot`.
+struct Em<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    /// `F32` or `F32X4`.
+    ty: Type,
+    /// The same-shape integer type (`I32` or `I32X4`) for bit manipulation.
+    ity: Type,
+    fma: bool,
+}
+
+impl<'a, 'b> Em<'a, 'b> {
+    fn new(b: &'a mut FunctionBuilder<'b>, ty: Type, o: &MathOpts) -> Self {
+        let ity = match ty {
+            types::F32 => types::I32,
+            types::F32X4 => types::I32X4,
+            other => panic!("kiln-runtime math: unsupported type {other} (want f32 or f32x4)"),
+        };
+        Em {
+            b,
+            ty,
+            ity,
+            fma: o.fma,
+        }
+    }
+
+    /// The same builder, emitting `f64` (`F64` or `F64X2`) code.
+    fn f64_em(&mut self) -> Em<'_, 'b> {
+        let (ty, ity) = if self.vector() {
+            (types::F64X2, types::I64X2)
+        } else {
+            (types::F64, types::I64)
+        };
+        Em {
+            b: &mut *self.b,
+            ty,
+            ity,
+            fma: self.fma,
+        }
+    }
+
+    fn vector(&self) -> bool {
+        self.ty.is_vector()
+    }
+
+    // -- constants ------------------------------------------------------------------------
+
+    fn f(&mut self, v: f32) -> Value {
+        let s = self.b.ins().f32const(v);
+        if self.vector() {
+            self.b.ins().splat(self.ty, s)
+        } else {
+            s
+        }
+    }
+
+    /// An `f64` constant, for the `f64` emitter that `pow` uses.
+    fn d(&mut self, v: f64) -> Value {
+        let s = self.b.ins().f64const(v);
+        if self.vector() {
+            self.b.ins().splat(self.ty, s)
+        } else {
+            s
+        }
+    }
+
+    fn i(&mut self, v: i64) -> Value {
+        let s = self.b.ins().iconst(self.ity.lane_type(), v);
+        if self.vector() {
+            self.b.ins().splat(self.ity, s)
+        } else {
+            s
+        }
+    }
+
+    // -- float arithmetic -----------------------------------------------------------------
+
+    fn add(&mut self, a: Value, c: Value) -> Value {
+        self.b.ins().fadd(a, c)
+    }
+    fn sub(&mut self, a: Value, c: Value) -> Value {
+        self.b.ins().fsub(a, c)
+    }
+    fn mul(&mut self, a: Value, c: Value) -> Value {
+        self.b.ins().fmul(a, c)
+    }
+    fn div(&mut self, a: Value, c: Value) -> Value {
+        self.b.ins().fdiv(a, c)
+    }
+    fn abs(&mut self, a: Value) -> Value {
+        self.b.ins().fabs(a)
+    }
+    fn addk(&mut self, a: Value, k: f32) -> Value {
+        let k = self.f(k);
+        self.add(a, k)
+    }
+    fn mulk(&mut self, a: Value, k: f32) -> Value {
+        let k = self.f(k);
+        self.mul(a, k)
+    }
+    /// `a * m + c`, fused when the target has FMA.
+    fn madd(&mut self, a: Value, m: Value, c: Value) -> Value {
+        if self.fma {
+            self.b.ins().fma(a, m, c)
+        } else {
+            let p = self.mul(a, m);
+            self.add(p, c)
+        }
+    }
+    /// Horner evaluation of `coeffs` (highest degree first) at `x`.
+    fn horner(&mut self, x: Value, coeffs: &[f32]) -> Value {
+        let mut acc = self.f(coeffs[0]);
+        for &c in &coeffs[1..] {
+            let c = self.f(c);
+            acc = self.madd(acc, x, c);
+        }
+        acc
+    }
+    /// `fmin`/`fmax` propagate NaN in Cranelift (both operands are checked), which the clamps
+    /// below rely on.
+    fn clamp(&mut self, x: Value, lo: f32, hi: f32) -> Value {
+        let hi = self.f(hi);
+        let lo = self.f(lo);
+        let x = self.b.ins().fmin(x, hi);
+        self.b.ins().fmax(x, lo)
+    }
+    /// Nearest integer (as a float) for `|t| < 2^22`.
+    fn round(&mut self, t: Value) -> Value {
+        let m = self.f(ROUND_MAGIC);
+        let s = self.add(t, m);
+        self.sub(s, m)
+    }
+
+    // -- bits and conversions -------------------------------------------------------------
+
+    fn bits_of(&mut self, x: Value) -> Value {
+        self.b.ins().bitcast(self.ity, MemFlagsData::new(), x)
+    }
+    fn float_of_bits(&mut self, x: Value) -> Value {
+        self.b.ins().bitcast(self.ty, MemFlagsData::new(), x)
+    }
+    fn trunc_int(&mut self, x: Value) -> Value {
+        self.b.ins().fcvt_to_sint_sat(self.ity, x)
+    }
+    fn float_of_int(&mut self, x: Value) -> Value {
+        self.b.ins().fcvt_from_sint(self.ty, x)
+    }
+    /// `2^n` for integer `n` in `[-126, 127]`, built from its exponent field.
+    fn pow2i(&mut self, n: Value) -> Value {
+        let bias = self.i(127);
+        let e = self.b.ins().iadd(n, bias);
+        let bits = self.b.ins().ishl_imm_u(e, 23);
+        self.float_of_bits(bits)
+    }
+    /// `r` with the sign bit of `s` or-ed in (`r` must be non-negative): `copysign` for results
+    /// of odd functions computed on `|x|`, which also keeps `f(-0) = -0`.
+    fn or_sign(&mut self, r: Value, s: Value) -> Value {
+        let rb = self.bits_of(r);
+        let sb = self.bits_of(s);
+        let m = self.i(i64::from(i32::MIN));
+        let sign = self.b.ins().band(sb, m);
+        let o = self.b.ins().bor(rb, sign);
+        self.float_of_bits(o)
+    }
+
+    // -- masks and selects ----------------------------------------------------------------
+
+    fn fcmp(&mut self, cc: FloatCC, a: Value, c: Value) -> Value {
+        self.b.ins().fcmp(cc, a, c)
+    }
+    fn fcmpk(&mut self, cc: FloatCC, a: Value, k: f32) -> Value {
+        let k = self.f(k);
+        self.fcmp(cc, a, k)
+    }
+    fn icmp(&mut self, cc: IntCC, a: Value, c: Value) -> Value {
+        self.b.ins().icmp(cc, a, c)
+    }
+    fn and(&mut self, a: Value, c: Value) -> Value {
+        self.b.ins().band(a, c)
+    }
+    fn or(&mut self, a: Value, c: Value) -> Value {
+        self.b.ins().bor(a, c)
+    }
+    fn not(&mut self, a: Value) -> Value {
+        self.b.ins().bnot(a)
+    }
+    /// `m ? a : c` lane-wise for floats.
+    fn sel(&mut self, m: Value, a: Value, c: Value) -> Value {
+        if self.vector() {
+            // bitselect wants the mask in the operands' type; lane counts match, so no
+            // byte-order question arises.
+            let m = self.b.ins().bitcast(self.ty, MemFlagsData::new(), m);
+            self.b.ins().bitselect(m, a, c)
+        } else {
+            self.b.ins().select(m, a, c)
+        }
+    }
+    fn selk(&mut self, m: Value, a: f32, c: Value) -> Value {
+        let a = self.f(a);
+        self.sel(m, a, c)
+    }
+
+    // -- the functions --------------------------------------------------------------------
+
+    fn exp(&mut self, x: Value) -> Value {
+        // Beyond these bounds the result is inf / 0 anyway; clamping keeps n within [-150, 128]
+        // so the two-step scaling below cannot wrap the exponent field.
+        let x = self.clamp(x, -104.0, 89.0);
+        let t = self.mulk(x, LOG2E);
+        let nf = self.round(t);
+        let n = self.trunc_int(nf);
+        // r = x - n ln2, exact first step (see LN2_HI).
+        let hi = self.mulk(nf, LN2_HI);
+        let r = self.sub(x, hi);
+        let lo = self.mulk(nf, LN2_LO);
+        let r = self.sub(r, lo);
+        let p = self.horner(r, &EXP_P);
+        let r2 = self.mul(r, r);
+        let one = self.f(1.0);
+        let q = self.add(r, one);
+        let p = self.madd(r2, p, q);
+        // Scale by 2^n as 2^(n/2) * 2^(n - n/2): each factor is a normal number, so overflow
+        // gives inf and subnormal results are rounded once, by the final multiply.
+        let n1 = self.b.ins().sshr_imm_u(n, 1);
+        let n2 = self.b.ins().isub(n, n1);
+        let s1 = self.pow2i(n1);
+        let s2 = self.pow2i(n2);
+        let p = self.mul(p, s1);
+        self.mul(p, s2)
+    }
+
+    fn log(&mut self, x: Value) -> Value {
+        // Subnormals: scale into the normal range first and remember the 23.
+        let sub = self.fcmpk(FloatCC::LessThan, x, f32::MIN_POSITIVE);
+        let xs = self.mulk(x, 8_388_608.0);
+        let xs = self.sel(sub, xs, x);
+        let bits = self.bits_of(xs);
+        let eb = self.b.ins().ushr_imm_u(bits, 23);
+        let bias = self.i(126);
+        let e = self.b.ins().isub(eb, bias);
+        // Mantissa in [0.5, 1).
+        let mmask = self.i(0x007f_ffff);
+        let mb = self.and(bits, mmask);
+        let half = self.i(0x3f00_0000);
+        let mb = self.or(mb, half);
+        let m = self.float_of_bits(mb);
+        let ef = self.float_of_int(e);
+        let adj = self.f(23.0);
+        let zero = self.f(0.0);
+        let adj = self.sel(sub, adj, zero);
+        let ef = self.sub(ef, adj);
+        // Fold m into [sqrt(1/2), sqrt(2)) so f = m - 1 is small; both forms are exact.
+        let small = self.fcmpk(FloatCC::LessThan, m, std::f32::consts::FRAC_1_SQRT_2);
+        let one = self.f(1.0);
+        let two_m = self.add(m, m);
+        let fa = self.sub(two_m, one);
+        let fb = self.sub(m, one);
+        let f = self.sel(small, fa, fb);
+        let onef = self.f(1.0);
+        let zerof = self.f(0.0);
+        let dec = self.sel(small, onef, zerof);
+        let ef = self.sub(ef, dec);
+        // log(1 + f) + e ln2, adding the small terms first.
+        let z = self.mul(f, f);
+        let p = self.horner(f, &LOG_P);
+        let fz = self.mul(f, z);
+        let y = self.mul(fz, p);
+        let lo = self.f(LN2_LO);
+        let y = self.madd(ef, lo, y);
+        let mhalf = self.f(-0.5);
+        let y = self.madd(z, mhalf, y);
+        let r = self.add(f, y);
+        let hi = self.f(LN2_HI);
+        let r = self.madd(ef, hi, r);
+        // Special values, later rules winning.
+        let is_inf = self.fcmpk(FloatCC::Equal, x, f32::INFINITY);
+        let r = self.selk(is_inf, f32::INFINITY, r);
+        let is_zero = self.fcmpk(FloatCC::Equal, x, 0.0);
+        let r = self.selk(is_zero, f32::NEG_INFINITY, r);
+        let neg = self.fcmpk(FloatCC::LessThan, x, 0.0);
+        let nan = self.fcmp(FloatCC::Unordered, x, x);
+        let bad = self.or(neg, nan);
+        self.selk(bad, f32::NAN, r)
+    }
+
+    fn tanh(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        // Small: a + a^3 P(a^2).
+        let z = self.mul(a, a);
+        let p = self.horner(z, &TANH_P);
+        let az = self.mul(a, z);
+        let small = self.madd(az, p, a);
+        // Large: 1 - 2 / (e^{2a} + 1); e^{2a} = inf for large a gives exactly 1.
+        let a2 = self.add(a, a);
+        let e = self.exp(a2);
+        let e1 = self.addk(e, 1.0);
+        let two = self.f(2.0);
+        let q = self.div(two, e1);
+        let one = self.f(1.0);
+        let large = self.sub(one, q);
+        let is_small = self.fcmpk(FloatCC::LessThan, a, TANH_SMALL);
+        let r = self.sel(is_small, small, large);
+        self.or_sign(r, x)
+    }
+
+    fn sigmoid(&mut self, x: Value) -> Value {
+        // With e = e^{-|x|} in (0, 1]: sigmoid(|x|) = 1 / (1 + e) and sigmoid(-|x|) = e / (1 + e).
+        // Never overflows, and keeps relative accuracy for very negative x.
+        let a = self.abs(x);
+        let na = self.b.ins().fneg(a);
+        let e = self.exp(na);
+        let one = self.f(1.0);
+        let d = self.add(one, e);
+        let r = self.div(one, d);
+        let er = self.mul(e, r);
+        let neg = self.fcmpk(FloatCC::LessThan, x, 0.0);
+        self.sel(neg, er, r)
+    }
+
+    fn erf(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        // |x| < 1: a * T(a^2), Taylor.
+        let z = self.mul(a, a);
+        let taylor = erf_taylor();
+        let t = self.horner(z, &taylor);
+        let small = self.mul(a, t);
+        // |x| >= 1: 1 - t P(t) e^{-a^2}. For huge a, a^2 = inf and e^{-inf} = 0 gives exactly 1.
+        let pa = self.mulk(a, ERF_AS_P);
+        let d = self.addk(pa, 1.0);
+        let one = self.f(1.0);
+        let tt = self.div(one, d);
+        let p = self.horner(tt, &ERF_AS);
+        let tp = self.mul(tt, p);
+        let nz = self.b.ins().fneg(z);
+        let e = self.exp(nz);
+        let tpe = self.mul(tp, e);
+        let large = self.sub(one, tpe);
+        let is_small = self.fcmpk(FloatCC::LessThan, a, 1.0);
+        let r = self.sel(is_small, small, large);
+        self.or_sign(r, x)
+    }
+
+    fn pow(&mut self, x: Value, y: Value) -> Value {
+        let ax = self.abs(x);
+        let r = self.pow_core(ax, y);
+
+        // Classify y. |y| >= 2^31 is always an (even) integer; below that, fcvt is exact for
+        // integers, so "converts back to itself" means integral.
+        let ay = self.abs(y);
+        let yi = self.trunc_int(y);
+        let back = self.float_of_int(yi);
+        let exact = self.fcmp(FloatCC::Equal, back, y);
+        let huge = self.fcmpk(FloatCC::GreaterThanOrEqual, ay, 2_147_483_648.0);
+        let is_int = self.or(exact, huge);
+        let one_i = self.i(1);
+        let low = self.and(yi, one_i);
+        let odd_bit = self.icmp(IntCC::Equal, low, one_i);
+        let odd = self.and(exact, odd_bit);
+
+        // |x| = 0 or inf, where the core's exponent extraction does not apply:
+        // 0^(y<0) = inf^(y>0) = inf, 0^(y>0) = inf^(y<0) = 0, NaN y gives NaN.
+        let x0 = self.fcmpk(FloatCC::Equal, ax, 0.0);
+        let xinf = self.fcmpk(FloatCC::Equal, ax, f32::INFINITY);
+        let yneg = self.fcmpk(FloatCC::LessThan, y, 0.0);
+        let ypos = self.fcmpk(FloatCC::GreaterThan, y, 0.0);
+        let edge = self.or(x0, xinf);
+        let r = self.selk(edge, f32::NAN, r);
+        let a = self.and(x0, yneg);
+        let c = self.and(xinf, ypos);
+        let to_inf = self.or(a, c);
+        let r = self.selk(to_inf, f32::INFINITY, r);
+        let a = self.and(x0, ypos);
+        let c = self.and(xinf, yneg);
+        let to_zero = self.or(a, c);
+        let r = self.selk(to_zero, 0.0, r);
+        let xnan = self.fcmp(FloatCC::Unordered, x, x);
+        let r = self.selk(xnan, f32::NAN, r);
+
+        // Negative x (including -0 and -inf) with odd y: odd function of x.
+        let xb = self.bits_of(x);
+        let zi = self.i(0);
+        let xneg = self.icmp(IntCC::SignedLessThan, xb, zi);
+        let flip = self.and(xneg, odd);
+        let nr = self.b.ins().fneg(r);
+        let r = self.sel(flip, nr, r);
+        // Finite negative x with non-integral y: NaN (-inf is excluded: pow(-inf, 0.5) = inf).
+        let lt0 = self.fcmpk(FloatCC::LessThan, x, 0.0);
+        let fin = self.fcmpk(FloatCC::GreaterThan, x, f32::NEG_INFINITY);
+        let not_int = self.not(is_int);
+        let bad = self.and(lt0, fin);
+        let bad = self.and(bad, not_int);
+        let r = self.selk(bad, f32::NAN, r);
+        // pow(-1, ±inf) = 1 (ln 1 * inf would give NaN).
+        let m1 = self.fcmpk(FloatCC::Equal, x, -1.0);
+        let yinf = self.fcmpk(FloatCC::Equal, ay, f32::INFINITY);
+        let m1inf = self.and(m1, yinf);
+        let r = self.selk(m1inf, 1.0, r);
+        // pow(1, y) = 1 and pow(x, ±0) = 1, even for NaN.
+        let x1 = self.fcmpk(FloatCC::Equal, x, 1.0);
+        let y0 = self.fcmpk(FloatCC::Equal, y, 0.0);
+        let one = self.or(x1, y0);
+        self.selk(one, 1.0, r)
+    }
+
+    /// `ax^y` for finite positive `ax` (other inputs give garbage that `pow` overrides), computed
+    /// in `f64` so the result is correctly rounded to `f32` in almost all cases: in `f32`, the
+    /// error of `y * log(ax)` would grow with `|y log ax|` and reach tens of ulp for large results.
+    /// Vectors are split into two `f64x2` halves.
+    fn pow_core(&mut self, ax: Value, y: Value) -> Value {
+        if !self.vector() {
+            let ax = self.b.ins().fpromote(types::F64, ax);
+            let y = self.b.ins().fpromote(types::F64, y);
+            let r = self.f64_em().pow64(ax, y);
+            return self.b.ins().fdemote(types::F32, r);
+        }
+        let (ax_lo, ax_hi) = self.split(ax);
+        let (y_lo, y_hi) = self.split(y);
+        let r_lo = self.f64_em().pow64(ax_lo, y_lo);
+        let r_hi = self.f64_em().pow64(ax_hi, y_hi);
+        let r_lo = self.b.ins().fvdemote(r_lo);
+        let r_hi = self.b.ins().fvdemote(r_hi);
+        // [lo0, lo1, hi0, hi1]: the 64-bit interleave (punpcklqdq on x86, plain SSE2).
+        self.shuffle_f32x4(r_lo, r_hi, [0, 1, 4, 5])
+    }
+
+    /// Lanes 0-1 and 2-3 of an f32x4, each widened to f64x2.
+    fn split(&mut self, v: Value) -> (Value, Value) {
+        let lo = self.b.ins().fvpromote_low(v);
+        // Lanes [2, 3, 2, 3]: a single-source 32-bit permutation, i.e. pshufd (SSE2) on x86.
+        let hi = self.shuffle_f32x4(v, v, [2, 3, 2, 3]);
+        let hi = self.b.ins().fvpromote_low(hi);
+        (lo, hi)
+    }
+
+    /// `shuffle` on 32-bit lanes (indices 0-3 pick from `a`, 4-7 from `c`).
+    fn shuffle_f32x4(&mut self, a: Value, c: Value, lanes: [u8; 4]) -> Value {
+        let le = MemFlagsData::new().with_endianness(Endianness::Little);
+        let a = self.b.ins().bitcast(types::I8X16, le, a);
+        let c = self.b.ins().bitcast(types::I8X16, le, c);
+        let bytes: Vec<u8> = lanes
+            .iter()
+            .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
+            .collect();
+        let mask = self.b.func.dfg.immediates.push(ConstantData::from(bytes));
+        let r = self.b.ins().shuffle(a, c, mask);
+        self.b.ins().bitcast(types::F32X4, le, r)
+    }
+
+    /// `ax^y = 2^(y log2 ax)` in `f64`, for finite positive `ax` (f32 subnormals are normal
+    /// here). Only integer operations SSE2 has on 64-bit lanes are used (add, sub, shifts,
+    /// and/or); integer <-> float conversions go through the `2^52` exponent trick instead of
+    /// `fcvt`, which x86 lacks for 64-bit lanes before AVX-512.
+    fn pow64(&mut self, ax: Value, y: Value) -> Value {
+        const TWO52: f64 = 4_503_599_627_370_496.0;
+        let bits = self.bits_of(ax);
+        // Biased exponent as a float: OR it into the mantissa of 2^52 and subtract 2^52.
+        let eb = self.b.ins().ushr_imm_u(bits, 52);
+        let two52 = self.d(TWO52);
+        let two52_bits = self.bits_of(two52);
+        let eb = self.or(eb, two52_bits);
+        let eb = self.float_of_bits(eb);
+        let ef = self.sub(eb, two52);
+        let ef = self.addd(ef, -1023.0);
+        // Mantissa m in [1, 2), folded into [sqrt(1/2), sqrt(2)) (halving is exact).
+        let mmask = self.i(0x000f_ffff_ffff_ffff);
+        let mb = self.and(bits, mmask);
+        let one_bits = self.i(0x3ff0_0000_0000_0000);
+        let mb = self.or(mb, one_bits);
+        let m = self.float_of_bits(mb);
+        let big = self.fcmpd(FloatCC::GreaterThan, m, std::f64::consts::SQRT_2);
+        let mh = self.muld(m, 0.5);
+        let m = self.sel(big, mh, m);
+        let one = self.d(1.0);
+        let zero = self.d(0.0);
+        let inc = self.sel(big, one, zero);
+        let ef = self.add(ef, inc);
+        // ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.1716: the series to s^15 leaves a
+        // relative error below 2^-45.
+        let num = self.sub(m, one);
+        let den = self.add(m, one);
+        let s = self.div(num, den);
+        let s2 = self.mul(s, s);
+        let atanh: Vec<f64> = (0..8).rev().map(|k| 1.0 / f64::from(2 * k + 1)).collect();
+        let p = self.hornerd(s2, &atanh);
+        let sp = self.mul(s, p);
+        let ln_m = self.add(sp, sp);
+        // t = y log2(ax); y * e is exact (24 x 9 bits).
+        let l2m = self.muld(ln_m, std::f64::consts::LOG2_E);
+        let log2x = self.add(ef, l2m);
+        let t = self.mul(y, log2x);
+        // Results outside 2^±200 are 0 / inf in f32 anyway; clamping keeps the exponent field
+        // arithmetic below in range. fmin/fmax propagate NaN.
+        let hi = self.d(200.0);
+        let lo = self.d(-200.0);
+        let t = self.b.ins().fmin(t, hi);
+        let t = self.b.ins().fmax(t, lo);
+        // t = n + f with n = nearest integer (1.5 * 2^52 rounding trick), |f| <= 1/2.
+        let magic = self.d(1.5 * TWO52);
+        let k = self.add(t, magic);
+        let nf = self.sub(k, magic);
+        let f = self.sub(t, nf);
+        let r = self.muld(f, std::f64::consts::LN_2);
+        // e^r on |r| <= 0.35: Taylor to r^12 (next term below 2e-16).
+        let mut taylor = [0f64; 13];
+        let mut fact = 1f64;
+        for (i, c) in taylor.iter_mut().rev().enumerate() {
+            if i > 0 {
+                fact *= i as f64;
+            }
+            *c = 1.0 / fact;
+        }
+        let p = self.hornerd(r, &taylor);
+        // 2^n from n's bits: k's low mantissa bits hold n (two's complement) plus magic's.
+        let kb = self.bits_of(k);
+        let mb = self.bits_of(magic);
+        let n = self.b.ins().isub(kb, mb);
+        let bias = self.i(1023);
+        let e = self.b.ins().iadd(n, bias);
+        let sb = self.b.ins().ishl_imm_u(e, 52);
+        let scale = self.float_of_bits(sb);
+        self.mul(p, scale)
+    }
+
+    fn addd(&mut self, a: Value, k: f64) -> Value {
+        let k = self.d(k);
+        self.add(a, k)
+    }
+    fn muld(&mut self, a: Value, k: f64) -> Value {
+        let k = self.d(k);
+        self.mul(a, k)
+    }
+    fn fcmpd(&mut self, cc: FloatCC, a: Value, k: f64) -> Value {
+        let k = self.d(k);
+        self.fcmp(cc, a, k)
+    }
+    fn hornerd(&mut self, x: Value, coeffs: &[f64]) -> Value {
+        let mut acc = self.d(coeffs[0]);
+        for &c in &coeffs[1..] {
+            let c = self.d(c);
+            acc = self.madd(acc, x, c);
+        }
+        acc
+    }
+}
