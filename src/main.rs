@@ -1,1 +1,260 @@
-fn main() {}
+//! The `kiln` command.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kiln::{npy, Compiler, Error, Target, WeightsMode};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// kiln compiles an ONNX model into a self-contained native static library and C header.
+///
+/// Exit codes: 0 success, 2 bad input (malformed or unsupported model, bad flag), 1 internal error.
+#[derive(Parser)]
+#[command(name = "kiln", version, about, long_about = None, after_help = "Examples:\n  kiln inspect model.onnx\n  kiln compile model.onnx --out-dir build/            # build/libmodel.a + build/model.h for the host\n  kiln compile model.onnx --target aarch64-unknown-linux-gnu --out-dir build/arm64\n  kiln run model.onnx --input x.npy                   # compile for the host, run once, print outputs\n  kiln ir model.onnx --after const-fold               # textual IR after a pass")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a model's inputs, outputs, op histogram, parameters, opsets and unsupported ops.
+    Inspect {
+        /// The ONNX model.
+        model: PathBuf,
+        #[command(flatten)]
+        import: ImportArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the textual IR (after the whole pipeline, or after one pass).
+    Ir {
+        /// The ONNX model.
+        model: PathBuf,
+        #[command(flatten)]
+        import: ImportArgs,
+        /// Print the IR after this pass (`input` = as imported). Passes: const-fold, identity, dce.
+        #[arg(long, value_name = "PASS")]
+        after: Option<String>,
+        /// Print every constant in full (the parser needs this).
+        #[arg(long)]
+        full_consts: bool,
+        /// Stop after N rewrites (to bisect a bad rewrite).
+        #[arg(long, value_name = "N")]
+        fuel: Option<u64>,
+        /// Print each pass's time and node count to stderr.
+        #[arg(long)]
+        timings: bool,
+    },
+    /// Compile to DIR/libNAME.a and DIR/NAME.h.
+    Compile {
+        /// The ONNX model.
+        model: PathBuf,
+        #[command(flatten)]
+        import: ImportArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Output folder (created if missing).
+        #[arg(long, short = 'o', value_name = "DIR")]
+        out_dir: PathBuf,
+        /// C prefix and library name (default: the model file's stem as a C identifier).
+        #[arg(long)]
+        name: Option<String>,
+        /// `embedded`: weights in the library's read-only data; `file`: DIR/NAME.weights.bin, passed to
+        /// NAME_run at run time.
+        #[arg(long, value_name = "MODE", default_value = "embedded", value_parser = ["embedded", "file"])]
+        weights: String,
+        /// Print the memory plan and sizes.
+        #[arg(long)]
+        report: bool,
+        /// Write the report as JSON to this file (`-` for stdout).
+        #[arg(long, value_name = "FILE")]
+        report_json: Option<PathBuf>,
+    },
+    /// Compile for the host, run once on the given inputs, print (and optionally save) the outputs.
+    /// Needs a C compiler (`cc`) to link the driver.
+    Run {
+        /// The ONNX model.
+        model: PathBuf,
+        #[command(flatten)]
+        import: ImportArgs,
+        /// Input as .npy, one per graph input in ONNX order (or NAME=FILE.npy). Missing inputs are
+        /// filled with a fixed pseudo-random pattern.
+        #[arg(long = "input", short = 'i', value_name = "FILE")]
+        inputs: Vec<String>,
+        /// Save each output as DIR/<output name>.npy.
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+        /// Elements of each output to print.
+        #[arg(long, default_value_t = 10)]
+        show: usize,
+    },
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// Bind a symbolic dimension: --dim batch=1 (repeatable).
+    #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
+    dims: Vec<(String, usize)>,
+}
+
+impl ImportArgs {
+    fn map(&self) -> BTreeMap<String, usize> {
+        self.dims.iter().cloned().collect()
+    }
+}
+
+fn parse_dim(s: &str) -> Result<(String, usize), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let v = v.trim().parse::<usize>().map_err(|_| format!("{v:?} is not a non-negative integer"))?;
+    Ok((k.trim().to_string(), v))
+}
+
+#[derive(Args)]
+struct TargetArgs {
+    /// Target triple: x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu (default: the host).
+    #[arg(long, value_name = "TRIPLE")]
+    target: Option<String>,
+    /// CPU: generic (x86-64-v2 on x86_64), x86-64-v3, native, ...
+    #[arg(long, default_value = "generic")]
+    cpu: String,
+    /// Extra target features, comma separated: +avx,+fma / +dotprod.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    features: Vec<String>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> Result<Target, Error> {
+        let triple = self.target.clone().unwrap_or_else(|| Target::host().triple.to_string());
+        Ok(Target::parse(&triple, &self.cpu, &self.features)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.downcast_ref::<Error>().map_or(1, Error::exit_code);
+            eprintln!("error: {e:#}");
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Inspect { model, import, json } => {
+            let opts = kiln::ImportOptions { dims: import.map(), ..Default::default() };
+            let ins = kiln_frontend::inspect_file(&model, &opts).map_err(Error::from)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ins).context("serializing the inspection")?);
+            } else {
+                print!("{ins}");
+            }
+        }
+        Cmd::Ir { model, import, after, full_consts, fuel, timings } => {
+            let mut driver = kiln_passes::Driver { fuel, ..Default::default() };
+            if full_consts {
+                driver.print_options.max_const_elems = usize::MAX;
+            }
+            driver.print_after = after.clone();
+            let compiler = Compiler::new(&model).dims(&import.map()).driver(driver.clone());
+            let (graph, report) = compiler.optimized_graph()?;
+            if timings {
+                for p in &report.passes {
+                    eprintln!("{:>12}  {:>9.3} ms  {:>6} nodes  {}", p.name, p.time.as_secs_f64() * 1e3, p.nodes_after, if p.changed { "changed" } else { "" });
+                }
+            }
+            match report.printed {
+                Some(text) => print!("{text}"),
+                None => print!("{}", kiln_ir::print(&graph, driver.print_options)),
+            }
+        }
+        Cmd::Compile { model, import, target, out_dir, name, weights, report, report_json } => {
+            let mut c = Compiler::new(&model).dims(&import.map()).target(target.target()?);
+            if let Some(n) = &name {
+                c = c.name(n);
+            }
+            if weights == "file" {
+                c = c.weights(WeightsMode::External);
+            }
+            let (compiled, written) = c.write_to(&out_dir)?;
+            eprintln!(
+                "wrote {} and {}{} ({})",
+                written.library.display(),
+                written.header.display(),
+                written.weights.as_ref().map(|w| format!(" and {}", w.display())).unwrap_or_default(),
+                compiled.target.describe()
+            );
+            let r = &compiled.report;
+            if report {
+                println!("arena   {:>12} bytes\nweights {:>12} bytes\ncode    {:>12} bytes", r.arena_bytes, r.weight_bytes, r.code_bytes);
+                println!("{:<40} {:<24} {:<14} {:>10}  location", "tensor", "type", "op", "bytes");
+                for t in &r.tensors {
+                    println!("{:<40} {:<24} {:<14} {:>10}  {}", t.value, format!("{}{:?}", t.dtype, t.dims), t.op, t.bytes, location(&t.location));
+                }
+            }
+            if let Some(path) = report_json {
+                let text = serde_json::to_string_pretty(r)?;
+                if path == Path::new("-") {
+                    println!("{text}");
+                } else {
+                    std::fs::write(&path, text).map_err(|source| Error::Io { path: path.clone(), source })?;
+                }
+            }
+        }
+        Cmd::Run { model, import, inputs, output_dir, show } => {
+            let compiled = Compiler::new(&model).dims(&import.map()).compile()?;
+            let mut data = Vec::new();
+            for (i, io) in compiled.inputs.iter().enumerate() {
+                let given = inputs.iter().find_map(|s| s.split_once('=').filter(|(n, _)| *n == io.name).map(|(_, f)| f.to_string()));
+                let given = given.or_else(|| inputs.iter().filter(|s| !s.contains('=')).nth(i).cloned());
+                match given {
+                    Some(file) => {
+                        let bytes = std::fs::read(&file).map_err(|source| Error::Io { path: file.clone().into(), source })?;
+                        let a = npy::parse(&bytes).map_err(|source| Error::Io { path: file.clone().into(), source })?;
+                        if a.dtype != io.dtype || a.shape != io.dims {
+                            return Err(Error::Usage(format!(
+                                "{file}: {}{:?} given, input {:?} takes {}{:?}",
+                                a.dtype, a.shape, io.name, io.dtype, io.dims
+                            ))
+                            .into());
+                        }
+                        data.push(a.data);
+                    }
+                    None => data.push(kiln::runner::pattern(io)),
+                }
+            }
+            let runner = kiln::runner::Runner::build(&compiled)?;
+            let outs = runner.run(&data, 1)?;
+            for (io, bytes) in compiled.outputs.iter().zip(&outs) {
+                let t = kiln_ir::Tensor::from_bytes(io.dtype, io.dims.clone(), bytes.clone()).map_err(|e| Error::Run(e.to_string()))?;
+                let vals: Vec<String> = (0..t.len().min(show)).map(|i| format!("{:.6}", t.get_f64(i))).collect();
+                println!("{} {}{:?}: [{}{}]", io.name, io.dtype, io.dims, vals.join(", "), if t.len() > show { ", ..." } else { "" });
+                if let Some(dir) = &output_dir {
+                    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+                    let p = dir.join(format!("{}.npy", kiln_runtime::header::c_identifier(&io.name)));
+                    let a = npy::Array { dtype: io.dtype, shape: io.dims.clone(), data: bytes.clone() };
+                    std::fs::write(&p, npy::write(&a)?).map_err(|source| Error::Io { path: p.clone(), source })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn location(l: &kiln_backend::Location) -> String {
+    use kiln_backend::Location as L;
+    match l {
+        L::Arena { offset } => format!("arena+{offset}"),
+        L::Input { index } => format!("input {index}"),
+        L::Output { index } => format!("output {index}"),
+        L::Weights { offset } => format!("weights+{offset}"),
+        L::View { of } => format!("view of {of}"),
+        L::Folded => "folded".into(),
+        L::Empty => "empty".into(),
+    }
+}

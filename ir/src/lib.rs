@@ -16,6 +16,7 @@
 pub mod attr;
 mod dtype;
 mod graph;
+mod interp;
 pub mod ops;
 mod parse;
 mod print;
@@ -25,6 +26,7 @@ mod verify;
 
 pub use attr::{Attr, Attrs};
 pub use dtype::DType;
+pub use interp::interpret;
 pub use graph::{Edge, Graph, GraphError, Node, NodeId, Value, ValueInfo};
 pub use ops::{Op, OpError};
 pub use parse::{parse, ParseError};

@@ -1,0 +1,840 @@
+//! Lowering decisions: which kernel every node gets, with which operands, and where every value
+//! lives (caller buffers, the arena, the weights).
+//!
+//! Nothing here emits code. Each compute node becomes a [`Step`]: a list of pointer operands and a
+//! closure that writes the kernel body against them. Views (identity, reshape, flatten, squeeze,
+//! unsqueeze) become nothing: their value is their input's storage. Every user-facing error
+//! (unsupported dtype, op or combination) is raised here, before any code exists, and all of them
+//! are collected so a model's problems are listed at once.
+
+use crate::builder::{CodegenCfg, Kb};
+use crate::kernels::conv::{ConvSpec, PoolSpec};
+use crate::kernels::elementwise::{cast_supported, clif_type};
+use crate::kernels::gemm::{Addend, Gemm as GemmCall, Mat};
+use crate::kernels::{self, dense_strides};
+use crate::BackendError;
+use kiln_ir::ops::{BinaryOp, PoolKind};
+use kiln_ir::{DType, Graph, NodeId, Op, Tensor, Value};
+use std::collections::HashMap;
+
+/// A pointer operand of a kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Arg {
+    /// A graph value (input, output, intermediate or constant), wherever it lives.
+    Val(Value),
+    /// A constant derived at compile time (packed weights, folded batch-norm parameters).
+    Derived(usize),
+    /// Scratch memory of this many bytes, private to the step.
+    Scratch(usize),
+}
+
+/// One kernel call.
+pub(crate) struct Step {
+    /// The node it computes (for names, comments and errors).
+    pub node: NodeId,
+    /// Kernel name stem (`relu`, `conv`, `copy`, ...).
+    pub kind: String,
+    /// Operands in signature order: inputs, outputs, scratch.
+    pub args: Vec<Arg>,
+    /// Values the step writes.
+    pub writes: Vec<Value>,
+    /// Inputs whose storage the output may take over when they die here (elementwise ops that read
+    /// each element before writing the same position).
+    pub inplace: Vec<Value>,
+    /// Emits the kernel body; `kb.args` are the operands' pointers in `args` order.
+    pub build: Box<dyn Fn(&mut Kb)>,
+}
+
+/// A compile-time constant that no graph value holds.
+pub(crate) struct Derived {
+    /// Report name, `"{node}:{what}"`.
+    pub name: String,
+    /// The node it serves.
+    pub node: NodeId,
+    /// The data.
+    pub tensor: Tensor,
+}
+
+/// Everything lowering decided about a graph.
+pub(crate) struct Lowered {
+    /// Nodes in execution order.
+    pub order: Vec<NodeId>,
+    /// Position of each node in `order`.
+    pub pos: HashMap<NodeId, usize>,
+    /// Kernel calls in execution order.
+    pub steps: Vec<Step>,
+    /// Derived constants, indexed by [`Arg::Derived`].
+    pub derived: Vec<Derived>,
+    /// Compile-time value of every constant node (`const`, and `shape` of a static shape).
+    pub consts: HashMap<NodeId, Tensor>,
+    /// For every value, the value that owns its bytes (itself unless it is a view).
+    pub root: HashMap<Value, Value>,
+}
+
+pub(crate) fn unsupported(g: &Graph, id: NodeId, reason: impl Into<String>) -> BackendError {
+    let n = g.node(id);
+    BackendError::Unsupported {
+        node: n.name.clone(),
+        op: n.op.name().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Whether the op's output is its input's bytes under another shape.
+pub(crate) fn is_view(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Identity | Op::Reshape(_) | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_)
+    )
+}
+
+/// Lowers every node of `g`. Errors list every unsupported node.
+pub(crate) fn lower(g: &Graph, cfg: CodegenCfg) -> Result<Lowered, BackendError> {
+    let order = g
+        .topo_order()
+        .map_err(|e| BackendError::Graph(e.to_string()))?;
+    let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let mut errors = Vec::new();
+
+    // Static shapes everywhere, and every input edge present where an op needs it.
+    for &id in &order {
+        let n = g.node(id);
+        for (slot, o) in n.outputs.iter().enumerate() {
+            match o.ty.byte_size() {
+                None => errors.push(unsupported(
+                    g,
+                    id,
+                    format!(
+                        "output {slot} has a symbolic shape {}; bind it with --dim",
+                        o.ty
+                    ),
+                )),
+                // Kernels use 32-bit immediate offsets inside one tensor.
+                Some(b) if b > i32::MAX as usize => errors.push(unsupported(
+                    g,
+                    id,
+                    format!("output {slot} ({}) is 2 GiB or more", o.ty),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BackendError::many(errors));
+    }
+    if g.outputs.is_empty() {
+        return Err(BackendError::Graph("the graph has no outputs".into()));
+    }
+
+    let mut l = Lowering {
+        g,
+        cfg,
+        derived: Vec::new(),
+        consts: HashMap::new(),
+        root: HashMap::new(),
+    };
+    for &id in &order {
+        let n = g.node(id);
+        match &n.op {
+            Op::Const(t) => {
+                l.consts.insert(id, t.clone());
+            }
+            Op::Shape(s) => {
+                // Every dim is static, so the shape is a constant.
+                match g.input(id, 0) {
+                    Some(x) => {
+                        let dims = g.ty(x).dims().unwrap_or_default();
+                        l.consts.insert(id, s.value_for(&dims));
+                    }
+                    None => errors.push(unsupported(g, id, "input 0 is missing")),
+                }
+            }
+            _ => {}
+        }
+        for slot in 0..n.outputs.len() as u32 {
+            let v = Value { node: id, slot };
+            let r = match (is_view(&n.op), g.input(id, 0)) {
+                (true, Some(x)) => l.root[&x],
+                _ => v,
+            };
+            l.root.insert(v, r);
+        }
+    }
+
+    let mut steps = Vec::new();
+    for &id in &order {
+        match l.node(id) {
+            Ok(Some(s)) => steps.push(s),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BackendError::many(errors));
+    }
+    Ok(Lowered {
+        order,
+        pos,
+        steps,
+        derived: l.derived,
+        consts: l.consts,
+        root: l.root,
+    })
+}
+
+struct Lowering<'g> {
+    g: &'g Graph,
+    cfg: CodegenCfg,
+    derived: Vec<Derived>,
+    consts: HashMap<NodeId, Tensor>,
+    root: HashMap<Value, Value>,
+}
+
+/// Element size in bytes for data movement, if the dtype has whole-byte elements.
+fn esize(d: DType) -> Option<usize> {
+    (d.bits() >= 8).then(|| d.bits() / 8)
+}
+
+impl<'g> Lowering<'g> {
+    fn dims(&self, v: Value) -> Vec<usize> {
+        self.g.ty(v).dims().unwrap_or_default()
+    }
+
+    fn dtype(&self, v: Value) -> DType {
+        self.g.ty(v).dtype
+    }
+
+    /// The constant data of `v`, looking through views (with `v`'s own shape).
+    fn const_of(&self, v: Value) -> Option<Tensor> {
+        let r = self.root[&v];
+        self.consts.get(&r.node).map(|t| t.reshaped(self.dims(v)))
+    }
+
+    fn derive(&mut self, node: NodeId, what: &str, t: Tensor) -> Arg {
+        self.derived.push(Derived {
+            name: format!("{}:{what}", self.g.node(node).name),
+            node,
+            tensor: t,
+        });
+        Arg::Derived(self.derived.len() - 1)
+    }
+
+    fn input(&self, id: NodeId, slot: usize) -> Result<Value, BackendError> {
+        self.g
+            .input(id, slot)
+            .ok_or_else(|| unsupported(self.g, id, format!("input {slot} is missing")))
+    }
+
+    fn step(
+        &self,
+        id: NodeId,
+        kind: &str,
+        args: Vec<Arg>,
+        inplace: Vec<Value>,
+        build: Box<dyn Fn(&mut Kb)>,
+    ) -> Option<Step> {
+        Some(Step {
+            node: id,
+            kind: kind.to_string(),
+            args,
+            writes: vec![Value { node: id, slot: 0 }],
+            inplace,
+            build,
+        })
+    }
+
+    /// The step for one node, or `None` when it needs no code.
+    fn node(&mut self, id: NodeId) -> Result<Option<Step>, BackendError> {
+        let g = self.g;
+        let n = g.node(id);
+        let op = n.op.clone();
+        if matches!(op, Op::Input(_) | Op::Const(_) | Op::Shape(_)) || is_view(&op) {
+            if is_view(&op) {
+                self.input(id, 0)?;
+            }
+            return Ok(None);
+        }
+        let y = Value { node: id, slot: 0 };
+        let ydims = self.dims(y);
+        let ydt = self.dtype(y);
+        let unsup = |r: String| Err(unsupported(g, id, r));
+        let f32_only = |what: &str, d: DType| -> Result<(), BackendError> {
+            if d == DType::F32 {
+                Ok(())
+            } else {
+                Err(unsupported(
+                    g,
+                    id,
+                    format!("{what} on {d} (only f32 is compiled)"),
+                ))
+            }
+        };
+        // Validate before deciding that an empty output needs no code.
+        let step = match op {
+            Op::Input(_)
+            | Op::Const(_)
+            | Op::Shape(_)
+            | Op::Identity
+            | Op::Reshape(_)
+            | Op::Flatten(_)
+            | Op::Squeeze(_)
+            | Op::Unsqueeze(_) => return Ok(None),
+            Op::Unary(u) => {
+                let x = self.input(id, 0)?;
+                let d = self.dtype(x);
+                let count = ydims.iter().product::<usize>();
+                if d == DType::F32 {
+                    if matches!(
+                        u,
+                        kiln_ir::ops::UnaryOp::Floor | kiln_ir::ops::UnaryOp::Ceil
+                    ) && !self.cfg.round
+                    {
+                        return unsup(format!("{} needs native rounding (x86: +sse4.1)", u.name()));
+                    }
+                    self.step(
+                        id,
+                        u.name(),
+                        vec![Arg::Val(x), Arg::Val(y)],
+                        vec![x],
+                        Box::new(move |kb| kernels::elementwise::unary_f32_kernel(kb, u, count)),
+                    )
+                } else if d.is_int() && u.allows_int() && clif_type(d).is_some() {
+                    self.step(
+                        id,
+                        u.name(),
+                        vec![Arg::Val(x), Arg::Val(y)],
+                        vec![x],
+                        Box::new(move |kb| kernels::elementwise::unary_int_kernel(kb, u, d, count)),
+                    )
+                } else {
+                    return unsup(format!("{} on {d}", u.name()));
+                }
+            }
+            Op::Binary(b) => {
+                let (a, bv) = (self.input(id, 0)?, self.input(id, 1)?);
+                let (da, db) = (self.dtype(a), self.dtype(bv));
+                let (ad, bd) = (self.dims(a), self.dims(bv));
+                let mut b_arg = Arg::Val(bv);
+                if b == BinaryOp::Pow {
+                    f32_only("pow", da)?;
+                    if db != DType::F32 {
+                        match self.const_of(bv) {
+                            Some(t) if t.dtype() != DType::F32 => {
+                                b_arg = self.derive(id, "exponent", t.cast(DType::F32))
+                            }
+                            _ => return unsup(format!("pow with a run-time {db} exponent")),
+                        }
+                    }
+                } else if da != DType::F32 && !(da.is_int() && clif_type(da).is_some()) {
+                    return unsup(format!("{} on {da}", b.name()));
+                }
+                let mut inplace = Vec::new();
+                if ad == ydims {
+                    inplace.push(a);
+                }
+                if bd == ydims && b_arg == Arg::Val(bv) {
+                    inplace.push(bv);
+                }
+                let out = ydims.clone();
+                self.step(
+                    id,
+                    b.name(),
+                    vec![Arg::Val(a), b_arg, Arg::Val(y)],
+                    inplace,
+                    Box::new(move |kb| {
+                        kernels::elementwise::binary_kernel(kb, b, da, &ad, &bd, &out)
+                    }),
+                )
+            }
+            Op::Cast(c) => {
+                let x = self.input(id, 0)?;
+                let from = self.dtype(x);
+                let count = ydims.iter().product::<usize>();
+                if from == c.to {
+                    let bytes = from.storage_bytes(count);
+                    self.step(
+                        id,
+                        "copy",
+                        vec![Arg::Val(x), Arg::Val(y)],
+                        vec![],
+                        Box::new(move |kb| kernels::layout::copy_kernel(kb, bytes)),
+                    )
+                } else if cast_supported(from, c.to) {
+                    let inplace = if from.bits() == c.to.bits() {
+                        vec![x]
+                    } else {
+                        vec![]
+                    };
+                    let to = c.to;
+                    self.step(
+                        id,
+                        "cast",
+                        vec![Arg::Val(x), Arg::Val(y)],
+                        inplace,
+                        Box::new(move |kb| kernels::elementwise::cast_kernel(kb, from, to, count)),
+                    )
+                } else {
+                    return unsup(format!("cast from {from} to {}", c.to));
+                }
+            }
+            Op::Conv(c) => {
+                let x = self.input(id, 0)?;
+                let w = self.input(id, 1)?;
+                let bias = g.input(id, 2);
+                f32_only("conv", self.dtype(x))?;
+                let xd = self.dims(x);
+                let wd = self.dims(w);
+                let r = xd.len() - 2;
+                let spec = ConvSpec {
+                    n: xd[0],
+                    c: xd[1],
+                    m: wd[0],
+                    group: c.group,
+                    input: xd[2..].to_vec(),
+                    kernel: c.kernel_shape.clone(),
+                    strides: c.strides.clone(),
+                    dilations: c.dilations.clone(),
+                    pads_begin: c.pads[..r].to_vec(),
+                    output: ydims[2..].to_vec(),
+                    bias: bias.is_some(),
+                };
+                let mut args = vec![Arg::Val(x), Arg::Val(w)];
+                if let Some(b) = bias {
+                    args.push(Arg::Val(b));
+                }
+                args.push(Arg::Val(y));
+                let scratch = spec.scratch_bytes();
+                if scratch > 0 {
+                    args.push(Arg::Scratch(scratch));
+                }
+                self.step(
+                    id,
+                    "conv",
+                    args,
+                    vec![],
+                    Box::new(move |kb| kernels::conv::conv_kernel(kb, &spec)),
+                )
+            }
+            Op::Pool(p) => {
+                let x = self.input(id, 0)?;
+                f32_only(
+                    if p.kind == PoolKind::Max {
+                        "max_pool"
+                    } else {
+                        "avg_pool"
+                    },
+                    self.dtype(x),
+                )?;
+                let xd = self.dims(x);
+                let spec = PoolSpec {
+                    kind: p.kind,
+                    planes: xd[0] * xd[1],
+                    input: xd[2..].to_vec(),
+                    kernel: p.kernel_shape.clone(),
+                    strides: p.strides.clone(),
+                    dilations: p.dilations.clone(),
+                    pads: p.pads.clone(),
+                    output: ydims[2..].to_vec(),
+                    count_include_pad: p.count_include_pad,
+                };
+                let kind = if p.kind == PoolKind::Max {
+                    "max_pool"
+                } else {
+                    "avg_pool"
+                };
+                self.step(
+                    id,
+                    kind,
+                    vec![Arg::Val(x), Arg::Val(y)],
+                    vec![],
+                    Box::new(move |kb| kernels::conv::pool_kernel(kb, &spec)),
+                )
+            }
+            Op::GlobalPool(p) => {
+                let x = self.input(id, 0)?;
+                f32_only("global pool", self.dtype(x))?;
+                let xd = self.dims(x);
+                let (planes, len) = (xd[0] * xd[1], xd[2..].iter().product::<usize>());
+                let kind = p.kind;
+                let name = if kind == PoolKind::Max {
+                    "global_max_pool"
+                } else {
+                    "global_avg_pool"
+                };
+                self.step(
+                    id,
+                    name,
+                    vec![Arg::Val(x), Arg::Val(y)],
+                    vec![],
+                    Box::new(move |kb| kernels::conv::global_pool_kernel(kb, kind, planes, len)),
+                )
+            }
+            Op::Gemm(gm) => self.gemm(id, gm)?,
+            Op::MatMul => self.matmul(id)?,
+            Op::BatchNorm(bn) => {
+                let x = self.input(id, 0)?;
+                f32_only("batch_norm", self.dtype(x))?;
+                let xd = self.dims(x);
+                let (nn, c, len) = (xd[0], xd[1], xd[2..].iter().product::<usize>());
+                let params: Vec<Value> = (1..5)
+                    .map(|i| self.input(id, i))
+                    .collect::<Result<_, _>>()?;
+                let consts: Option<Vec<Tensor>> =
+                    params.iter().map(|&p| self.const_of(p)).collect();
+                match consts {
+                    Some(ps) => {
+                        // Fold to y = x * s + t per channel, in f64 like the reference.
+                        let (sc, bi, me, va) = (
+                            ps[0].to_f64_vec(),
+                            ps[1].to_f64_vec(),
+                            ps[2].to_f64_vec(),
+                            ps[3].to_f64_vec(),
+                        );
+                        let s: Vec<f64> = (0..c)
+                            .map(|i| sc[i] / (va[i] + bn.epsilon as f64).sqrt())
+                            .collect();
+                        let t: Vec<f64> = (0..c).map(|i| bi[i] - me[i] * s[i]).collect();
+                        let sa =
+                            self.derive(id, "scale", Tensor::from_f64(DType::F32, vec![c], &s));
+                        let ta =
+                            self.derive(id, "shift", Tensor::from_f64(DType::F32, vec![c], &t));
+                        self.step(
+                            id,
+                            "batch_norm",
+                            vec![Arg::Val(x), sa, ta, Arg::Val(y)],
+                            vec![x],
+                            Box::new(move |kb| kernels::norm::affine_kernel(kb, nn, c, len)),
+                        )
+                    }
+                    None => {
+                        let mut args = vec![Arg::Val(x)];
+                        args.extend(params.iter().map(|&p| Arg::Val(p)));
+                        args.push(Arg::Val(y));
+                        let eps = bn.epsilon;
+                        self.step(
+                            id,
+                            "batch_norm",
+                            args,
+                            vec![x],
+                            Box::new(move |kb| {
+                                kernels::norm::batch_norm_kernel(kb, nn, c, len, eps)
+                            }),
+                        )
+                    }
+                }
+            }
+            Op::Softmax(s) => {
+                let x = self.input(id, 0)?;
+                f32_only("softmax", self.dtype(x))?;
+                let (o, a, i) = s.split(&self.dims(x));
+                self.step(
+                    id,
+                    "softmax",
+                    vec![Arg::Val(x), Arg::Val(y)],
+                    vec![],
+                    Box::new(move |kb| kernels::norm::softmax_kernel(kb, o, a, i)),
+                )
+            }
+            Op::Transpose(t) => {
+                let x = self.input(id, 0)?;
+                let es =
+                    esize(ydt).ok_or_else(|| unsupported(g, id, format!("transpose of {ydt}")))?;
+                let xd = self.dims(x);
+                let perm = t.perm.clone();
+                self.step(
+                    id,
+                    "transpose",
+                    vec![Arg::Val(x), Arg::Val(y)],
+                    vec![],
+                    Box::new(move |kb| kernels::layout::transpose_kernel(kb, &xd, &perm, es)),
+                )
+            }
+            Op::Concat(c) => {
+                let es =
+                    esize(ydt).ok_or_else(|| unsupported(g, id, format!("concat of {ydt}")))?;
+                let ins = g.inputs(id);
+                let mut args = Vec::new();
+                let mut dims = Vec::new();
+                for (i, v) in ins.iter().enumerate() {
+                    let v = v.ok_or_else(|| unsupported(g, id, format!("input {i} is missing")))?;
+                    let d = self.dims(v);
+                    if d.iter().product::<usize>() > 0 {
+                        args.push(Arg::Val(v));
+                        dims.push(d);
+                    }
+                }
+                args.push(Arg::Val(y));
+                let axis = c.axis;
+                if dims.is_empty() {
+                    return Ok(None);
+                }
+                self.step(
+                    id,
+                    "concat",
+                    args,
+                    vec![],
+                    Box::new(move |kb| kernels::layout::concat_kernel(kb, &dims, axis, es)),
+                )
+            }
+            Op::Slice(s) => {
+                let x = self.input(id, 0)?;
+                let es = esize(ydt).ok_or_else(|| unsupported(g, id, format!("slice of {ydt}")))?;
+                let xd = self.dims(x);
+                let ranges = s
+                    .ranges(&xd)
+                    .map_err(|e| unsupported(g, id, e.to_string()))?;
+                self.step(
+                    id,
+                    "slice",
+                    vec![Arg::Val(x), Arg::Val(y)],
+                    vec![],
+                    Box::new(move |kb| kernels::layout::slice_kernel(kb, &xd, &ranges, es)),
+                )
+            }
+            Op::Gather(ga) => {
+                let (x, ind) = (self.input(id, 0)?, self.input(id, 1)?);
+                let es =
+                    esize(ydt).ok_or_else(|| unsupported(g, id, format!("gather of {ydt}")))?;
+                let xd = self.dims(x);
+                let axis = ga.axis;
+                let (outer, len, inner) = (
+                    xd[..axis].iter().product::<usize>(),
+                    xd[axis],
+                    xd[axis + 1..].iter().product::<usize>(),
+                );
+                let count = self.dims(ind).iter().product::<usize>();
+                let isz = self.dtype(ind).bits() / 8;
+                if len == 0 && count > 0 && outer * inner > 0 {
+                    return unsup("gather from an empty axis".to_string());
+                }
+                self.step(
+                    id,
+                    "gather",
+                    vec![Arg::Val(x), Arg::Val(ind), Arg::Val(y)],
+                    vec![],
+                    Box::new(move |kb| {
+                        kernels::layout::gather_kernel(kb, outer, len, inner, count, isz, es)
+                    }),
+                )
+            }
+        };
+        // An empty output needs no code (and its inputs need no reading).
+        if ydt.storage_bytes(ydims.iter().product()) == 0 {
+            return Ok(None);
+        }
+        Ok(step)
+    }
+
+    fn gemm(&mut self, id: NodeId, gm: kiln_ir::ops::Gemm) -> Result<Option<Step>, BackendError> {
+        let g = self.g;
+        let y = Value { node: id, slot: 0 };
+        let (a, b) = (self.input(id, 0)?, self.input(id, 1)?);
+        if self.dtype(a) != DType::F32 {
+            return Err(unsupported(
+                g,
+                id,
+                format!("gemm on {} (only f32 is compiled)", self.dtype(a)),
+            ));
+        }
+        let (ad, bd) = (self.dims(a), self.dims(b));
+        let (m, k, n) = gm
+            .mkn(&ad, &bd)
+            .map_err(|e| unsupported(g, id, e.to_string()))?;
+        let a_mat = if gm.trans_a {
+            (4i64, (m * 4) as i64)
+        } else {
+            ((k * 4) as i64, 4i64)
+        };
+        let mut args = vec![Arg::Val(a)];
+        // B as [K, N] with contiguous rows: packed at compile time when constant, else transposed
+        // into scratch at run time if needed.
+        let mut transpose_b = false;
+        match self.const_of(b) {
+            Some(t) if gm.trans_b => {
+                let v = t.to_f32_vec();
+                let mut packed = vec![0f32; k * n];
+                for i in 0..n {
+                    for j in 0..k {
+                        packed[j * n + i] = v[i * k + j];
+                    }
+                }
+                let arg = self.derive(id, "packed_b", Tensor::from_f32(vec![k, n], &packed));
+                args.push(arg);
+            }
+            _ => {
+                args.push(Arg::Val(b));
+                transpose_b = gm.trans_b;
+            }
+        }
+        let c = g.input(id, 2).filter(|_| gm.beta != 0.0);
+        let mut c_mat = None;
+        if let Some(c) = c {
+            let cd = self.dims(c);
+            let (c0, c1) = match cd.len() {
+                0 => (1, 1),
+                1 => (1, cd[0]),
+                _ => (cd[cd.len() - 2], cd[cd.len() - 1]),
+            };
+            c_mat = Some((
+                if c0 == 1 { 0 } else { (c1 * 4) as i64 },
+                if c1 == 1 { 0 } else { 4i64 },
+            ));
+            args.push(Arg::Val(c));
+        }
+        args.push(Arg::Val(y));
+        if transpose_b {
+            args.push(Arg::Scratch(k * n * 4));
+        }
+        let (alpha, beta) = (gm.alpha, gm.beta);
+        let has_c = c_mat.is_some();
+        Ok(self.step(
+            id,
+            "gemm",
+            args,
+            vec![],
+            Box::new(move |kb| {
+                let pa = kb.args[0];
+                let mut pb = kb.args[1];
+                let mut i = 2;
+                let pc = if has_c {
+                    i += 1;
+                    Some(kb.args[2])
+                } else {
+                    None
+                };
+                let py = kb.args[i];
+                if transpose_b {
+                    let scratch = kb.args[i + 1];
+                    // B is [N, K]; write its transpose.
+                    kernels::strided_copy(
+                        kb,
+                        &[k, n],
+                        pb,
+                        &[4, (k * 4) as i64],
+                        scratch,
+                        &[(n * 4) as i64, 4],
+                        4,
+                    );
+                    pb = scratch;
+                }
+                let add = pc.zip(c_mat).map(|(p, (rs, cs))| Addend {
+                    c: Mat { p, rs, cs },
+                    beta,
+                });
+                let spec = GemmCall {
+                    m,
+                    n,
+                    k,
+                    alpha,
+                    a: Mat {
+                        p: pa,
+                        rs: a_mat.0,
+                        cs: a_mat.1,
+                    },
+                    b: Mat {
+                        p: pb,
+                        rs: (n * 4) as i64,
+                        cs: 4,
+                    },
+                    y: Mat {
+                        p: py,
+                        rs: (n * 4) as i64,
+                        cs: 4,
+                    },
+                    add,
+                };
+                kernels::gemm::gemm(kb, &spec);
+            }),
+        ))
+    }
+
+    fn matmul(&mut self, id: NodeId) -> Result<Option<Step>, BackendError> {
+        let g = self.g;
+        let y = Value { node: id, slot: 0 };
+        let (a, b) = (self.input(id, 0)?, self.input(id, 1)?);
+        if self.dtype(a) != DType::F32 {
+            return Err(unsupported(
+                g,
+                id,
+                format!("matmul on {} (only f32 is compiled)", self.dtype(a)),
+            ));
+        }
+        let (ad, bd) = (self.dims(a), self.dims(b));
+        let a2 = if ad.len() == 1 {
+            vec![1, ad[0]]
+        } else {
+            ad.clone()
+        };
+        let b2 = if bd.len() == 1 {
+            vec![bd[0], 1]
+        } else {
+            bd.clone()
+        };
+        let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+        let n = b2[b2.len() - 1];
+        let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+        let rb = ab.len().max(bb.len());
+        let pad = |d: &[usize]| -> Vec<usize> {
+            std::iter::repeat_n(1, rb - d.len())
+                .chain(d.iter().copied())
+                .collect()
+        };
+        let (pa, pb) = (pad(ab), pad(bb));
+        let ob: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
+        let bstr = |d: &[usize], unit: i64| -> Vec<i64> {
+            let dense = dense_strides(d, unit);
+            d.iter()
+                .zip(dense)
+                .map(|(&x, s)| if x == 1 { 0 } else { s })
+                .collect()
+        };
+        let sa = bstr(&pa, (m * k * 4) as i64);
+        let sb = bstr(&pb, (k * n * 4) as i64);
+        let so = dense_strides(&ob, (m * n * 4) as i64);
+        let (bdims, bs) = kernels::coalesce(&ob, &[sa, sb, so], 0);
+        // A batch of row-major A's times one shared B is a single taller product.
+        let (batch, rows, strides) = if bdims.len() == 1
+            && bs[0][0] == (m * k * 4) as i64
+            && bs[1][0] == 0
+            && bs[2][0] == (m * n * 4) as i64
+        {
+            (vec![], m * bdims[0], vec![vec![], vec![], vec![]])
+        } else {
+            (bdims, m, bs)
+        };
+        Ok(self.step(
+            id,
+            "matmul",
+            vec![Arg::Val(a), Arg::Val(b), Arg::Val(y)],
+            vec![],
+            Box::new(move |kb| {
+                let (pa, pb, py) = (kb.args[0], kb.args[1], kb.args[2]);
+                kernels::loop_nest(kb, &batch, &strides, &[pa, pb, py], &mut |kb, p| {
+                    let spec = GemmCall {
+                        m: rows,
+                        n,
+                        k,
+                        alpha: 1.0,
+                        a: Mat {
+                            p: p[0],
+                            rs: (k * 4) as i64,
+                            cs: 4,
+                        },
+                        b: Mat {
+                            p: p[1],
+                            rs: (n * 4) as i64,
+                            cs: 4,
+                        },
+                        y: Mat {
+                            p: p[2],
+                            rs: (n * 4) as i64,
+                            cs: 4,
+                        },
+                        add: None,
+                    };
+                    kernels::gemm::gemm(kb, &spec);
+                });
+            }),
+        ))
+    }
+}

@@ -1,0 +1,193 @@
+//! Runs a compiled model: links the archive into a small C driver with the target's C toolchain and runs
+//! it (natively, or under `qemu-aarch64` for aarch64 on another host). Used by `kiln run` and by the
+//! end-to-end tests, so both exercise exactly what a C user links.
+
+use crate::{io_err, Compiled, Error, Result};
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// How to build and run a program for one target.
+#[derive(Clone, Debug)]
+pub struct Toolchain {
+    /// C compiler and its flags.
+    pub cc: Vec<String>,
+    /// Emulator prefix for running (empty for native).
+    pub run_prefix: Vec<String>,
+}
+
+impl Toolchain {
+    /// The toolchain for a target architecture on this host: the system `cc` for the host architecture,
+    /// `aarch64-linux-gnu-gcc -static` + `qemu-aarch64` for aarch64 elsewhere.
+    pub fn for_target(c: &Compiled) -> Result<Toolchain> {
+        let arch = c.target.triple.architecture.to_string();
+        let host = std::env::consts::ARCH;
+        if arch == host {
+            Ok(Toolchain { cc: vec!["cc".into()], run_prefix: vec![] })
+        } else if arch == "aarch64" {
+            Ok(Toolchain { cc: vec!["aarch64-linux-gnu-gcc".into(), "-static".into()], run_prefix: vec!["qemu-aarch64".into()] })
+        } else {
+            Err(Error::Usage(format!("cannot run {arch} code on this {host} host")))
+        }
+    }
+
+    /// Whether the tools are installed.
+    pub fn available(&self) -> bool {
+        let ok = |tool: &str| Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+        ok(&self.cc[0]) && self.run_prefix.first().map_or(true, |t| ok(t))
+    }
+}
+
+/// A linked driver program for one compiled model.
+pub struct Runner {
+    dir: tempfile::TempDir,
+    exe: PathBuf,
+    toolchain: Toolchain,
+    inputs: Vec<usize>,
+    outputs: Vec<usize>,
+}
+
+/// The C driver: reads each input from a file, runs once (or `iters` times), writes each output.
+fn driver_source(c: &Compiled) -> String {
+    let n = &c.name;
+    let mut s = String::new();
+    writeln!(s, "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include \"{n}.h\"").unwrap();
+    s.push_str(
+        "static void *load(const char *p, size_t n) {\n\
+         \x20 void *b = aligned_alloc(64, n ? (n + 63) / 64 * 64 : 64);\n\
+         \x20 FILE *f = fopen(p, \"rb\");\n\
+         \x20 if (!b || !f || fread(b, 1, n, f) != n) { fprintf(stderr, \"cannot read %zu bytes from %s\\n\", n, p); exit(3); }\n\
+         \x20 fclose(f);\n  return b;\n}\n",
+    );
+    let nin = c.inputs.len();
+    let nout = c.outputs.len();
+    writeln!(s, "int main(int argc, char **argv) {{").unwrap();
+    writeln!(s, "  if (argc != {}) {{ fprintf(stderr, \"usage: driver{} ITERS\\n\"); return 4; }}", 2 + nin + nout + c.weights.is_some() as usize, " IN".repeat(nin) + &" OUT".repeat(nout)).unwrap();
+    writeln!(s, "  void *ins[{}]; void *outs[{}];", nin.max(1), nout.max(1)).unwrap();
+    for (i, io) in c.inputs.iter().enumerate() {
+        writeln!(s, "  ins[{i}] = load(argv[{}], {});", 1 + i, io.byte_size()).unwrap();
+    }
+    for (i, io) in c.outputs.iter().enumerate() {
+        let b = io.byte_size();
+        writeln!(s, "  outs[{i}] = aligned_alloc(64, {}); memset(outs[{i}], 0xAB, {b});", b.div_ceil(64).max(1) * 64).unwrap();
+    }
+    writeln!(s, "  void *arena = aligned_alloc(64, {n}_ARENA_SIZE ? ({n}_ARENA_SIZE + 63) / 64 * 64 : 64);").unwrap();
+    let wi = 1 + nin + nout;
+    let warg = if let Some(w) = &c.weights {
+        writeln!(s, "  void *weights = load(argv[{wi}], {});", w.len()).unwrap();
+        ", weights"
+    } else {
+        ""
+    };
+    let iters_arg = wi + c.weights.is_some() as usize;
+    writeln!(s, "  int iters = atoi(argv[{iters_arg}]);").unwrap();
+    writeln!(s, "  for (int it = 0; it < iters; it++) {{").unwrap();
+    writeln!(s, "    int rc = {n}_run((const {n}_inputs *)ins, ({n}_outputs *)outs, arena{warg});").unwrap();
+    writeln!(s, "    if (rc != 0) {{ fprintf(stderr, \"{n}_run returned %d\\n\", rc); return 5; }}\n  }}").unwrap();
+    for (i, io) in c.outputs.iter().enumerate() {
+        writeln!(s, "  {{ FILE *f = fopen(argv[{}], \"wb\"); if (!f || fwrite(outs[{i}], 1, {}, f) != {}) return 6; fclose(f); }}", 1 + nin + i, io.byte_size(), io.byte_size()).unwrap();
+    }
+    s.push_str("  return 0;\n}\n");
+    s
+}
+
+impl Runner {
+    /// Writes the archive, header and driver into a temporary folder and links them.
+    pub fn build(c: &Compiled) -> Result<Runner> {
+        let toolchain = Toolchain::for_target(c)?;
+        if !toolchain.available() {
+            return Err(Error::Run(format!(
+                "{} not found: run scripts/install-deps.sh to install the C toolchains and qemu",
+                toolchain.cc[0]
+            )));
+        }
+        let dir = tempfile::tempdir().map_err(io_err(Path::new("/tmp")))?;
+        let d = dir.path();
+        let lib = d.join(format!("lib{}.a", c.name));
+        fs::write(&lib, &c.archive).map_err(io_err(&lib))?;
+        let h = d.join(format!("{}.h", c.name));
+        fs::write(&h, &c.header).map_err(io_err(&h))?;
+        let src = d.join("driver.c");
+        fs::write(&src, driver_source(c)).map_err(io_err(&src))?;
+        if let Some(w) = &c.weights {
+            fs::write(d.join("weights.bin"), w).map_err(io_err(d))?;
+        }
+        let exe = d.join("driver");
+        let out = Command::new(&toolchain.cc[0])
+            .args(&toolchain.cc[1..])
+            .args(["-std=c11", "-O1", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .arg("-I")
+            .arg(d)
+            .arg(&lib)
+            .output()
+            .map_err(io_err(Path::new(&toolchain.cc[0])))?;
+        if !out.status.success() {
+            return Err(Error::Run(format!("linking the driver failed:\n{}", String::from_utf8_lossy(&out.stderr))));
+        }
+        Ok(Runner {
+            dir,
+            exe,
+            toolchain,
+            inputs: c.inputs.iter().map(|i| i.byte_size()).collect(),
+            outputs: c.outputs.iter().map(|o| o.byte_size()).collect(),
+        })
+    }
+
+    /// Runs the model `iters` times on the given raw inputs (ONNX order, dense little-endian) and
+    /// returns the raw outputs of the last run.
+    pub fn run(&self, inputs: &[Vec<u8>], iters: usize) -> Result<Vec<Vec<u8>>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Usage(format!("the model has {} inputs, {} given", self.inputs.len(), inputs.len())));
+        }
+        let d = self.dir.path();
+        let mut cmd = Command::new(self.toolchain.run_prefix.first().map_or(self.exe.as_os_str(), |p| p.as_ref()));
+        if !self.toolchain.run_prefix.is_empty() {
+            cmd.args(&self.toolchain.run_prefix[1..]).arg(&self.exe);
+        }
+        for (i, data) in inputs.iter().enumerate() {
+            if data.len() != self.inputs[i] {
+                return Err(Error::Usage(format!("input {i} has {} bytes, the model takes {}", data.len(), self.inputs[i])));
+            }
+            let p = d.join(format!("in{i}.bin"));
+            fs::write(&p, data).map_err(io_err(&p))?;
+            cmd.arg(p);
+        }
+        let outs: Vec<PathBuf> = (0..self.outputs.len()).map(|i| d.join(format!("out{i}.bin"))).collect();
+        cmd.args(&outs);
+        if d.join("weights.bin").exists() {
+            cmd.arg(d.join("weights.bin"));
+        }
+        cmd.arg(iters.to_string());
+        let out = cmd.output().map_err(io_err(&self.exe))?;
+        if !out.status.success() {
+            return Err(Error::Run(format!("the compiled model failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr))));
+        }
+        outs.iter().map(|p| fs::read(p).map_err(io_err(p))).collect()
+    }
+}
+
+/// A fixed pseudo-random input for `io`: floats in [-1, 1), integers in [0, 8), bools alternating.
+/// Deterministic, so runs are repeatable.
+pub fn pattern(io: &crate::IoInfo) -> Vec<u8> {
+    let n: usize = io.dims.iter().product();
+    let mut state: u32 = 0x9e37_79b9;
+    let vals: Vec<f64> = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 8) as f64 / (1u32 << 24) as f64
+        })
+        .collect();
+    let t = if io.dtype.is_float() {
+        let v: Vec<f64> = vals.iter().map(|x| x * 2.0 - 1.0).collect();
+        kiln_ir::Tensor::from_f64(io.dtype, io.dims.clone(), &v)
+    } else {
+        let v: Vec<i64> = vals.iter().map(|x| (x * 8.0) as i64).collect();
+        kiln_ir::Tensor::from_i64(io.dtype, io.dims.clone(), &v)
+    };
+    t.bytes().to_vec()
+}
