@@ -270,9 +270,9 @@ fn depthwise_kernel(kb: &mut Kb, s: &ConvSpec, x: Ptr, w: Ptr, bias: Option<Ptr>
         index_nest(kb, &s.output[..r - 1], &mut |kb, os| {
             let os = os.to_vec();
             let mut flat = kb.iconst(0);
-            for j in 0..r - 1 {
-                let t = kb.b.ins().imul_imm_s(flat, s.output[j] as i64);
-                flat = kb.b.ins().iadd(t, os[j]);
+            for (&o, &size) in os.iter().zip(&s.output) {
+                let t = kb.b.ins().imul_imm_s(flat, size as i64);
+                flat = kb.b.ins().iadd(t, o);
             }
             let yrow = kb.index(yp, flat, (ow * 4) as i64);
             super::map_f32(kb, ow, &[super::Src::Splat(init)], yrow, &|_, v| v[0]);
