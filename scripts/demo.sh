@@ -16,7 +16,7 @@ $kiln inspect "$model"
 for arch in x86_64 aarch64; do
   echo
   echo "== kiln compile $model --target $arch-unknown-linux-gnu"
-  $kiln compile "$model" --target "$arch-unknown-linux-gnu" --out-dir "$out/$arch" --report | head -4
+  $kiln compile "$model" --target "$arch-unknown-linux-gnu" --out-dir "$out/$arch" --report
   if [ "$arch" = x86_64 ]; then cc=(cc); run=(); else cc=(aarch64-linux-gnu-gcc -static); run=(qemu-aarch64); fi
   "${cc[@]}" -std=c99 -O2 -Wall -I "$out/$arch" examples/c/classify.c "$out/$arch/libcnn.a" -o "$out/$arch/classify"
   echo "nm -u libcnn.a: [$(nm -u "$out/$arch/libcnn.a" | grep -v ':$' | tr -s ' \n' ' ')]"

@@ -5,7 +5,15 @@ use clap::{Args, Parser, Subcommand};
 use kiln::{npy, Compiler, Error, Target, WeightsMode};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::fmt::Write as _;
 use std::process::ExitCode;
+
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => { writeln!($out, $($arg)*).expect("formatting into a String") };
+}
+macro_rules! outp {
+    ($out:expr, $($arg:tt)*) => { write!($out, $($arg)*).expect("formatting into a String") };
+}
 
 /// kiln compiles an ONNX model into a self-contained native static library and C header.
 ///
@@ -145,14 +153,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut out = String::new();
     match cli.command {
         Cmd::Inspect { model, import, json } => {
             let opts = kiln::ImportOptions { dims: import.map(), ..Default::default() };
             let ins = kiln_frontend::inspect_file(&model, &opts).map_err(Error::from)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&ins).context("serializing the inspection")?);
+                outln!(out, "{}", serde_json::to_string_pretty(&ins).context("serializing the inspection")?);
             } else {
-                print!("{ins}");
+                outp!(out, "{ins}");
             }
         }
         Cmd::Ir { model, import, after, full_consts, fuel, timings } => {
@@ -169,8 +178,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             match report.printed {
-                Some(text) => print!("{text}"),
-                None => print!("{}", kiln_ir::print(&graph, driver.print_options)),
+                Some(text) => out.push_str(&text),
+                None => out.push_str(&kiln_ir::print(&graph, driver.print_options)),
             }
         }
         Cmd::Compile { model, import, target, out_dir, name, weights, report, report_json } => {
@@ -191,16 +200,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let r = &compiled.report;
             if report {
-                println!("arena   {:>12} bytes\nweights {:>12} bytes\ncode    {:>12} bytes", r.arena_bytes, r.weight_bytes, r.code_bytes);
-                println!("{:<40} {:<24} {:<14} {:>10}  location", "tensor", "type", "op", "bytes");
+                outln!(out, "arena   {:>12} bytes\nweights {:>12} bytes\ncode    {:>12} bytes", r.arena_bytes, r.weight_bytes, r.code_bytes);
+                outln!(out, "{:<40} {:<24} {:<14} {:>10}  location", "tensor", "type", "op", "bytes");
                 for t in &r.tensors {
-                    println!("{:<40} {:<24} {:<14} {:>10}  {}", t.value, format!("{}{:?}", t.dtype, t.dims), t.op, t.bytes, location(&t.location));
+                    outln!(out, "{:<40} {:<24} {:<14} {:>10}  {}", t.value, format!("{}{:?}", t.dtype, t.dims), t.op, t.bytes, location(&t.location));
                 }
             }
             if let Some(path) = report_json {
                 let text = serde_json::to_string_pretty(r)?;
                 if path == Path::new("-") {
-                    println!("{text}");
+                    outln!(out, "{text}");
                 } else {
                     std::fs::write(&path, text).map_err(|source| Error::Io { path: path.clone(), source })?;
                 }
@@ -233,7 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for (io, bytes) in compiled.outputs.iter().zip(&outs) {
                 let t = kiln_ir::Tensor::from_bytes(io.dtype, io.dims.clone(), bytes.clone()).map_err(|e| Error::Run(e.to_string()))?;
                 let vals: Vec<String> = (0..t.len().min(show)).map(|i| format!("{:.6}", t.get_f64(i))).collect();
-                println!("{} {}{:?}: [{}{}]", io.name, io.dtype, io.dims, vals.join(", "), if t.len() > show { ", ..." } else { "" });
+                outln!(out, "{} {}{:?}: [{}{}]", io.name, io.dtype, io.dims, vals.join(", "), if t.len() > show { ", ..." } else { "" });
                 if let Some(dir) = &output_dir {
                     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
                     let p = dir.join(format!("{}.npy", kiln_runtime::header::c_identifier(&io.name)));
@@ -243,7 +252,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    write_stdout(&out)
+}
+
+/// Writes the command's output; a closed pipe (`kiln ir model.onnx | head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn location(l: &kiln_backend::Location) -> String {
