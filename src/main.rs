@@ -81,6 +81,26 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         report_json: Option<PathBuf>,
     },
+    /// Compile for the host and measure: cold first run, p50/p95/p99 latency over N warm runs, arena,
+    /// weight and code bytes, peak RSS. Needs a C compiler (`cc`) to link the driver.
+    Bench {
+        /// The ONNX model.
+        model: PathBuf,
+        #[command(flatten)]
+        import: ImportArgs,
+        /// CPU: generic (x86-64-v2 on x86_64), x86-64-v3, native, ...
+        #[arg(long, default_value = "generic")]
+        cpu: String,
+        /// Extra target features, comma separated.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        features: Vec<String>,
+        /// Warm runs measured (after the cold one).
+        #[arg(long, short = 'n', default_value_t = 100)]
+        runs: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compile for the host, run once on the given inputs, print (and optionally save) the outputs.
     /// Needs a C compiler (`cc`) to link the driver.
     Run {
@@ -213,6 +233,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     std::fs::write(&path, text).map_err(|source| Error::Io { path: path.clone(), source })?;
                 }
+            }
+        }
+        Cmd::Bench { model, import, cpu, features, runs, json } => {
+            let target = Target::parse(&Target::host().triple.to_string(), &cpu, &features)?;
+            let start = std::time::Instant::now();
+            let compiled = Compiler::new(&model).dims(&import.map()).target(target).compile()?;
+            let compile_s = start.elapsed().as_secs_f64();
+            let inputs: Vec<Vec<u8>> = compiled.inputs.iter().map(kiln::runner::pattern).collect();
+            let runner = kiln::runner::Runner::build(&compiled)?;
+            let t = runner.bench(&inputs, runs + 1)?;
+            let r = &compiled.report;
+            let summary = serde_json::json!({
+                "model": model.display().to_string(),
+                "target": compiled.target.describe(),
+                "runs": runs,
+                "cold_ms": t.runs_ns[0] / 1e6,
+                "p50_ms": t.quantile(0.50) / 1e6,
+                "p95_ms": t.quantile(0.95) / 1e6,
+                "p99_ms": t.quantile(0.99) / 1e6,
+                "min_ms": t.quantile(0.0) / 1e6,
+                "arena_bytes": r.arena_bytes,
+                "weight_bytes": r.weight_bytes,
+                "code_bytes": r.code_bytes,
+                "library_bytes": compiled.archive.len(),
+                "peak_rss_kib": t.peak_rss_kib,
+                "compile_s": compile_s,
+            });
+            if json {
+                outln!(out, "{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                outln!(out, "{} ({})", model.display(), compiled.target.describe());
+                outln!(out, "  compile        {:>10.3} s", compile_s);
+                outln!(out, "  cold run       {:>10.3} ms", t.runs_ns[0] / 1e6);
+                for (q, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
+                    outln!(out, "  {name} ({runs} runs) {:>8.3} ms", t.quantile(q) / 1e6);
+                }
+                outln!(out, "  arena          {:>10} bytes", r.arena_bytes);
+                outln!(out, "  weights        {:>10} bytes", r.weight_bytes);
+                outln!(out, "  code           {:>10} bytes", r.code_bytes);
+                outln!(out, "  libNAME.a      {:>10} bytes", compiled.archive.len());
+                outln!(out, "  peak RSS       {:>10} KiB (whole driver process)", t.peak_rss_kib);
             }
         }
         Cmd::Run { model, import, inputs, output_dir, show } => {

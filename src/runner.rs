@@ -52,7 +52,7 @@ pub struct Runner {
 fn driver_source(c: &Compiled) -> String {
     let n = &c.name;
     let mut s = String::new();
-    writeln!(s, "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include \"{n}.h\"").unwrap();
+    writeln!(s, "#define _POSIX_C_SOURCE 200809L\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <time.h>\n#include \"{n}.h\"").unwrap();
     s.push_str(
         "static void *load(const char *p, size_t n) {\n\
          \x20 void *b = aligned_alloc(64, n ? (n + 63) / 64 * 64 : 64);\n\
@@ -63,7 +63,8 @@ fn driver_source(c: &Compiled) -> String {
     let nin = c.inputs.len();
     let nout = c.outputs.len();
     writeln!(s, "int main(int argc, char **argv) {{").unwrap();
-    writeln!(s, "  if (argc != {}) {{ fprintf(stderr, \"usage: driver{} ITERS\\n\"); return 4; }}", 2 + nin + nout + c.weights.is_some() as usize, " IN".repeat(nin) + &" OUT".repeat(nout)).unwrap();
+    let nargs = 2 + nin + nout + c.weights.is_some() as usize;
+    writeln!(s, "  if (argc != {nargs} && argc != {}) {{ fprintf(stderr, \"usage: driver{}{} ITERS [TIMES_FILE]\\n\"); return 4; }}", nargs + 1, " IN".repeat(nin) + &" OUT".repeat(nout), if c.weights.is_some() { " WEIGHTS" } else { "" }).unwrap();
     writeln!(s, "  void *ins[{}]; void *outs[{}];", nin.max(1), nout.max(1)).unwrap();
     for (i, io) in c.inputs.iter().enumerate() {
         writeln!(s, "  ins[{i}] = load(argv[{}], {});", 1 + i, io.byte_size()).unwrap();
@@ -82,9 +83,21 @@ fn driver_source(c: &Compiled) -> String {
     };
     let iters_arg = wi + c.weights.is_some() as usize;
     writeln!(s, "  int iters = atoi(argv[{iters_arg}]);").unwrap();
+    writeln!(s, "  double *times = calloc(iters > 0 ? iters : 1, sizeof(double));").unwrap();
     writeln!(s, "  for (int it = 0; it < iters; it++) {{").unwrap();
+    writeln!(s, "    struct timespec t0, t1; clock_gettime(CLOCK_MONOTONIC, &t0);").unwrap();
     writeln!(s, "    int rc = {n}_run((const {n}_inputs *)ins, ({n}_outputs *)outs, arena{warg});").unwrap();
+    writeln!(s, "    clock_gettime(CLOCK_MONOTONIC, &t1);").unwrap();
+    writeln!(s, "    times[it] = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);").unwrap();
     writeln!(s, "    if (rc != 0) {{ fprintf(stderr, \"{n}_run returned %d\\n\", rc); return 5; }}\n  }}").unwrap();
+    // Timings (ns per run) and peak RSS (KiB), for `kiln bench`.
+    writeln!(s, "  if (argc == {}) {{", nargs + 1).unwrap();
+    // VmHWM, not getrusage: Linux carries ru_maxrss across exec, so it would include the parent.
+    writeln!(s, "    double rss = 0; char line[256]; FILE *st = fopen(\"/proc/self/status\", \"r\");").unwrap();
+    writeln!(s, "    while (st && fgets(line, sizeof line, st)) if (!strncmp(line, \"VmHWM:\", 6)) rss = atof(line + 6);").unwrap();
+    writeln!(s, "    if (st) fclose(st);").unwrap();
+    writeln!(s, "    FILE *f = fopen(argv[{nargs}], \"wb\"); if (!f) return 7;").unwrap();
+    writeln!(s, "    fwrite(&rss, sizeof rss, 1, f); fwrite(times, sizeof(double), iters, f); fclose(f);\n  }}").unwrap();
     for (i, io) in c.outputs.iter().enumerate() {
         writeln!(s, "  {{ FILE *f = fopen(argv[{}], \"wb\"); if (!f || fwrite(outs[{i}], 1, {}, f) != {}) return 6; fclose(f); }}", 1 + nin + i, io.byte_size(), io.byte_size()).unwrap();
     }
@@ -139,6 +152,17 @@ impl Runner {
     /// Runs the model `iters` times on the given raw inputs (ONNX order, dense little-endian) and
     /// returns the raw outputs of the last run.
     pub fn run(&self, inputs: &[Vec<u8>], iters: usize) -> Result<Vec<Vec<u8>>> {
+        self.run_inner(inputs, iters, false).map(|(outs, _)| outs)
+    }
+
+    /// Runs `iters` times and measures each run: the first is the cold run (first touch of code,
+    /// weights and arena). Timing happens inside the driver, around `NAME_run` only.
+    pub fn bench(&self, inputs: &[Vec<u8>], iters: usize) -> Result<Timings> {
+        let (_, t) = self.run_inner(inputs, iters.max(1), true)?;
+        Ok(t.expect("timings requested"))
+    }
+
+    fn run_inner(&self, inputs: &[Vec<u8>], iters: usize, timed: bool) -> Result<(Vec<Vec<u8>>, Option<Timings>)> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Usage(format!("the model has {} inputs, {} given", self.inputs.len(), inputs.len())));
         }
@@ -161,11 +185,24 @@ impl Runner {
             cmd.arg(d.join("weights.bin"));
         }
         cmd.arg(iters.to_string());
+        let times_file = d.join("times.bin");
+        if timed {
+            cmd.arg(&times_file);
+        }
         let out = cmd.output().map_err(io_err(&self.exe))?;
         if !out.status.success() {
             return Err(Error::Run(format!("the compiled model failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr))));
         }
-        outs.iter().map(|p| fs::read(p).map_err(io_err(p))).collect()
+        let outs = outs.iter().map(|p| fs::read(p).map_err(io_err(p))).collect::<Result<Vec<_>>>()?;
+        let timings = if timed {
+            let raw = fs::read(&times_file).map_err(io_err(&times_file))?;
+            let vals: Vec<f64> = raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+            let (rss, times) = vals.split_first().ok_or_else(|| Error::Run("driver wrote no timings".into()))?;
+            Some(Timings { runs_ns: times.to_vec(), peak_rss_kib: *rss as u64 })
+        } else {
+            None
+        };
+        Ok((outs, timings))
     }
 }
 
@@ -190,4 +227,26 @@ pub fn pattern(io: &crate::IoInfo) -> Vec<u8> {
         kiln_ir::Tensor::from_i64(io.dtype, io.dims.clone(), &v)
     };
     t.bytes().to_vec()
+}
+
+/// What [`Runner::bench`] measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Timings {
+    /// Nanoseconds of each run, in order; the first is the cold run.
+    pub runs_ns: Vec<f64>,
+    /// Peak resident set of the driver process (KiB): model code and weights, arena, tensors, libc.
+    pub peak_rss_kib: u64,
+}
+
+impl Timings {
+    /// The `q` quantile (0..=1) of the warm runs (all but the first), in nanoseconds.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let mut warm: Vec<f64> = self.runs_ns.iter().skip(1).copied().collect();
+        if warm.is_empty() {
+            warm = self.runs_ns.clone();
+        }
+        warm.sort_by(f64::total_cmp);
+        let i = ((warm.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        warm[i]
+    }
 }
