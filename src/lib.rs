@@ -18,6 +18,7 @@
 //! See `docs/DESIGN.md` for the crate map and the design.
 #![deny(missing_docs)]
 
+pub mod conformance;
 pub mod npy;
 pub mod runner;
 
@@ -83,7 +84,10 @@ fn backend_exit_code(e: &kiln_backend::BackendError) -> i32 {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One graph input or output as the C API sees it.
@@ -157,7 +161,10 @@ pub struct Compiler {
 
 /// Makes a file stem into a C identifier (the default NAME).
 pub fn default_name(model: &Path) -> String {
-    let stem = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
     kiln_runtime::header::c_identifier(&stem)
 }
 
@@ -194,7 +201,18 @@ impl Compiler {
 
     /// Binds several symbolic dimensions.
     pub fn dims(mut self, dims: &BTreeMap<String, usize>) -> Self {
-        self.import.dims.extend(dims.iter().map(|(k, v)| (k.clone(), *v)));
+        self.import
+            .dims
+            .extend(dims.iter().map(|(k, v)| (k.clone(), *v)));
+        self
+    }
+
+    /// Freezes graph inputs to values: they become constants and leave the C API (for inputs that
+    /// set shapes, which kiln must know at compile time).
+    pub fn freeze_inputs(mut self, values: &BTreeMap<String, kiln_ir::Tensor>) -> Self {
+        self.import
+            .frozen_inputs
+            .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
         self
     }
 
@@ -213,8 +231,13 @@ impl Compiler {
     /// The resolved C name.
     pub fn resolved_name(&self) -> Result<String> {
         match &self.name {
-            Some(n) if kiln_runtime::header::c_identifier(n) == *n && !n.is_empty() => Ok(n.clone()),
-            Some(n) => Err(Error::Usage(format!("--name {n:?} is not a C identifier (try {:?})", kiln_runtime::header::c_identifier(n)))),
+            Some(n) if kiln_runtime::header::c_identifier(n) == *n && !n.is_empty() => {
+                Ok(n.clone())
+            }
+            Some(n) => Err(Error::Usage(format!(
+                "--name {n:?} is not a C identifier (try {:?})",
+                kiln_runtime::header::c_identifier(n)
+            ))),
             None => Ok(default_name(&self.model)),
         }
     }
@@ -236,17 +259,32 @@ impl Compiler {
             name: name.clone(),
             target: target.clone(),
             weights: self.weights,
-            model_file: self.model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            model_file: self
+                .model
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         };
         let art = kiln_backend::compile(&graph, &opts)?;
         let member = format!("{name}.o");
         let archive = kiln_runtime::archive::write_archive(&[(member, art.object.clone())])
-            .map_err(|source| Error::Io { path: PathBuf::from(format!("lib{name}.a")), source })?;
+            .map_err(|source| Error::Io {
+                path: PathBuf::from(format!("lib{name}.a")),
+                source,
+            })?;
         let io = |v: kiln_ir::Value, n: &str| {
             let ty = graph.ty(v);
-            IoInfo { name: n.to_string(), dtype: ty.dtype, dims: ty.dims().unwrap_or_default() }
+            IoInfo {
+                name: n.to_string(),
+                dtype: ty.dtype,
+                dims: ty.dims().unwrap_or_default(),
+            }
         };
-        let inputs = graph.inputs.iter().map(|&id| io(kiln_ir::Value { node: id, slot: 0 }, &graph.node(id).name)).collect();
+        let inputs = graph
+            .inputs
+            .iter()
+            .map(|&id| io(kiln_ir::Value { node: id, slot: 0 }, &graph.node(id).name))
+            .collect();
         let outputs = graph.outputs.iter().map(|(n, v)| io(*v, n)).collect();
         Ok(Compiled {
             name,
@@ -269,8 +307,12 @@ impl Compiler {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let library = dir.join(format!("lib{}.a", c.name));
         let header = dir.join(format!("{}.h", c.name));
-        let weights = c.weights.as_ref().map(|_| dir.join(format!("{}.weights.bin", c.name)));
-        let mut files: Vec<(&Path, &[u8])> = vec![(&library, &c.archive), (&header, c.header.as_bytes())];
+        let weights = c
+            .weights
+            .as_ref()
+            .map(|_| dir.join(format!("{}.weights.bin", c.name)));
+        let mut files: Vec<(&Path, &[u8])> =
+            vec![(&library, &c.archive), (&header, c.header.as_bytes())];
         if let (Some(p), Some(w)) = (&weights, &c.weights) {
             files.push((p, w));
         }
@@ -282,15 +324,27 @@ impl Compiler {
             staged.push((tmp, *path));
         }
         for (tmp, path) in staged {
-            tmp.persist(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e.error })?;
+            tmp.persist(path).map_err(|e| Error::Io {
+                path: path.to_path_buf(),
+                source: e.error,
+            })?;
         }
-        Ok((c, Written { library, header, weights }))
+        Ok((
+            c,
+            Written {
+                library,
+                header,
+                weights,
+            },
+        ))
     }
 
     /// For `build.rs`: compiles for the Cargo target into `OUT_DIR`, tells Cargo to link `libNAME.a`, and
     /// to rerun when the model changes. The header lands in `OUT_DIR/NAME.h`.
     pub fn build_rs(self) -> Result<(Compiled, Written)> {
-        let out = std::env::var_os("OUT_DIR").ok_or_else(|| Error::Usage("OUT_DIR is not set: build_rs() is for build scripts".into()))?;
+        let out = std::env::var_os("OUT_DIR").ok_or_else(|| {
+            Error::Usage("OUT_DIR is not set: build_rs() is for build scripts".into())
+        })?;
         let mut me = self;
         if me.target.is_none() {
             if let Ok(t) = std::env::var("TARGET") {
@@ -299,7 +353,10 @@ impl Compiler {
         }
         println!("cargo:rerun-if-changed={}", me.model.display());
         let (c, w) = me.write_to(Path::new(&out))?;
-        println!("cargo:rustc-link-search=native={}", Path::new(&out).display());
+        println!(
+            "cargo:rustc-link-search=native={}",
+            Path::new(&out).display()
+        );
         println!("cargo:rustc-link-lib=static={}", c.name);
         Ok((c, w))
     }

@@ -4,8 +4,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kiln::{npy, Compiler, Error, Target, WeightsMode};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 macro_rules! outln {
@@ -126,17 +126,53 @@ struct ImportArgs {
     /// Bind a symbolic dimension: --dim batch=1 (repeatable).
     #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
     dims: Vec<(String, usize)>,
+    /// Freeze a graph input to the value in a .npy file: it becomes a constant and leaves the C API.
+    /// For inputs that set shapes (axes, pads, sizes), which kiln must know at compile time.
+    #[arg(long = "freeze", value_name = "NAME=FILE.npy")]
+    freeze: Vec<String>,
 }
 
 impl ImportArgs {
     fn map(&self) -> BTreeMap<String, usize> {
         self.dims.iter().cloned().collect()
     }
+
+    fn frozen(&self) -> Result<BTreeMap<String, kiln_ir::Tensor>, Error> {
+        let mut m = BTreeMap::new();
+        for spec in &self.freeze {
+            let (name, file) = spec.split_once('=').ok_or_else(|| {
+                Error::Usage(format!("--freeze takes NAME=FILE.npy, got {spec:?}"))
+            })?;
+            let bytes = std::fs::read(file).map_err(|source| Error::Io {
+                path: file.into(),
+                source,
+            })?;
+            let a = npy::parse(&bytes).map_err(|source| Error::Io {
+                path: file.into(),
+                source,
+            })?;
+            let t = kiln_ir::Tensor::from_bytes(a.dtype, a.shape, a.data)
+                .map_err(|e| Error::Usage(format!("{file}: {e}")))?;
+            m.insert(name.to_string(), t);
+        }
+        Ok(m)
+    }
+
+    fn compiler(&self, model: &Path) -> Result<Compiler, Error> {
+        Ok(Compiler::new(model)
+            .dims(&self.map())
+            .freeze_inputs(&self.frozen()?))
+    }
 }
 
 fn parse_dim(s: &str) -> Result<(String, usize), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
-    let v = v.trim().parse::<usize>().map_err(|_| format!("{v:?} is not a non-negative integer"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let v = v
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| format!("{v:?} is not a non-negative integer"))?;
     Ok((k.trim().to_string(), v))
 }
 
@@ -155,7 +191,10 @@ struct TargetArgs {
 
 impl TargetArgs {
     fn target(&self) -> Result<Target, Error> {
-        let triple = self.target.clone().unwrap_or_else(|| Target::host().triple.to_string());
+        let triple = self
+            .target
+            .clone()
+            .unwrap_or_else(|| Target::host().triple.to_string());
         Ok(Target::parse(&triple, &self.cpu, &self.features)?)
     }
 }
@@ -175,26 +214,54 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = String::new();
     match cli.command {
-        Cmd::Inspect { model, import, json } => {
-            let opts = kiln::ImportOptions { dims: import.map(), ..Default::default() };
+        Cmd::Inspect {
+            model,
+            import,
+            json,
+        } => {
+            let opts = kiln::ImportOptions {
+                dims: import.map(),
+                frozen_inputs: import.frozen()?,
+                ..Default::default()
+            };
             let ins = kiln_frontend::inspect_file(&model, &opts).map_err(Error::from)?;
             if json {
-                outln!(out, "{}", serde_json::to_string_pretty(&ins).context("serializing the inspection")?);
+                outln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&ins).context("serializing the inspection")?
+                );
             } else {
                 outp!(out, "{ins}");
             }
         }
-        Cmd::Ir { model, import, after, full_consts, fuel, timings } => {
-            let mut driver = kiln_passes::Driver { fuel, ..Default::default() };
+        Cmd::Ir {
+            model,
+            import,
+            after,
+            full_consts,
+            fuel,
+            timings,
+        } => {
+            let mut driver = kiln_passes::Driver {
+                fuel,
+                ..Default::default()
+            };
             if full_consts {
                 driver.print_options.max_const_elems = usize::MAX;
             }
             driver.print_after = after.clone();
-            let compiler = Compiler::new(&model).dims(&import.map()).driver(driver.clone());
+            let compiler = import.compiler(&model)?.driver(driver.clone());
             let (graph, report) = compiler.optimized_graph()?;
             if timings {
                 for p in &report.passes {
-                    eprintln!("{:>12}  {:>9.3} ms  {:>6} nodes  {}", p.name, p.time.as_secs_f64() * 1e3, p.nodes_after, if p.changed { "changed" } else { "" });
+                    eprintln!(
+                        "{:>12}  {:>9.3} ms  {:>6} nodes  {}",
+                        p.name,
+                        p.time.as_secs_f64() * 1e3,
+                        p.nodes_after,
+                        if p.changed { "changed" } else { "" }
+                    );
                 }
             }
             match report.printed {
@@ -202,8 +269,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => out.push_str(&kiln_ir::print(&graph, driver.print_options)),
             }
         }
-        Cmd::Compile { model, import, target, out_dir, name, weights, report, report_json } => {
-            let mut c = Compiler::new(&model).dims(&import.map()).target(target.target()?);
+        Cmd::Compile {
+            model,
+            import,
+            target,
+            out_dir,
+            name,
+            weights,
+            report,
+            report_json,
+        } => {
+            let mut c = import.compiler(&model)?.target(target.target()?);
             if let Some(n) = &name {
                 c = c.name(n);
             }
@@ -215,15 +291,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "wrote {} and {}{} ({})",
                 written.library.display(),
                 written.header.display(),
-                written.weights.as_ref().map(|w| format!(" and {}", w.display())).unwrap_or_default(),
+                written
+                    .weights
+                    .as_ref()
+                    .map(|w| format!(" and {}", w.display()))
+                    .unwrap_or_default(),
                 compiled.target.describe()
             );
             let r = &compiled.report;
             if report {
-                outln!(out, "arena   {:>12} bytes\nweights {:>12} bytes\ncode    {:>12} bytes", r.arena_bytes, r.weight_bytes, r.code_bytes);
-                outln!(out, "{:<40} {:<24} {:<14} {:>10}  location", "tensor", "type", "op", "bytes");
+                outln!(
+                    out,
+                    "arena   {:>12} bytes\nweights {:>12} bytes\ncode    {:>12} bytes",
+                    r.arena_bytes,
+                    r.weight_bytes,
+                    r.code_bytes
+                );
+                outln!(
+                    out,
+                    "{:<40} {:<24} {:<14} {:>10}  location",
+                    "tensor",
+                    "type",
+                    "op",
+                    "bytes"
+                );
                 for t in &r.tensors {
-                    outln!(out, "{:<40} {:<24} {:<14} {:>10}  {}", t.value, format!("{}{:?}", t.dtype, t.dims), t.op, t.bytes, location(&t.location));
+                    outln!(
+                        out,
+                        "{:<40} {:<24} {:<14} {:>10}  {}",
+                        t.value,
+                        format!("{}{:?}", t.dtype, t.dims),
+                        t.op,
+                        t.bytes,
+                        location(&t.location)
+                    );
                 }
             }
             if let Some(path) = report_json {
@@ -231,14 +332,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if path == Path::new("-") {
                     outln!(out, "{text}");
                 } else {
-                    std::fs::write(&path, text).map_err(|source| Error::Io { path: path.clone(), source })?;
+                    std::fs::write(&path, text).map_err(|source| Error::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
                 }
             }
         }
-        Cmd::Bench { model, import, cpu, features, runs, json } => {
+        Cmd::Bench {
+            model,
+            import,
+            cpu,
+            features,
+            runs,
+            json,
+        } => {
             let target = Target::parse(&Target::host().triple.to_string(), &cpu, &features)?;
             let start = std::time::Instant::now();
-            let compiled = Compiler::new(&model).dims(&import.map()).target(target).compile()?;
+            let compiled = import.compiler(&model)?.target(target).compile()?;
             let compile_s = start.elapsed().as_secs_f64();
             let inputs: Vec<Vec<u8>> = compiled.inputs.iter().map(kiln::runner::pattern).collect();
             let runner = kiln::runner::Runner::build(&compiled)?;
@@ -267,25 +378,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 outln!(out, "  compile        {:>10.3} s", compile_s);
                 outln!(out, "  cold run       {:>10.3} ms", t.runs_ns[0] / 1e6);
                 for (q, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
-                    outln!(out, "  {name} ({runs} runs) {:>8.3} ms", t.quantile(q) / 1e6);
+                    outln!(
+                        out,
+                        "  {name} ({runs} runs) {:>8.3} ms",
+                        t.quantile(q) / 1e6
+                    );
                 }
                 outln!(out, "  arena          {:>10} bytes", r.arena_bytes);
                 outln!(out, "  weights        {:>10} bytes", r.weight_bytes);
                 outln!(out, "  code           {:>10} bytes", r.code_bytes);
                 outln!(out, "  libNAME.a      {:>10} bytes", compiled.archive.len());
-                outln!(out, "  peak RSS       {:>10} KiB (whole driver process)", t.peak_rss_kib);
+                outln!(
+                    out,
+                    "  peak RSS       {:>10} KiB (whole driver process)",
+                    t.peak_rss_kib
+                );
             }
         }
-        Cmd::Run { model, import, inputs, output_dir, show } => {
-            let compiled = Compiler::new(&model).dims(&import.map()).compile()?;
+        Cmd::Run {
+            model,
+            import,
+            inputs,
+            output_dir,
+            show,
+        } => {
+            let compiled = import.compiler(&model)?.compile()?;
             let mut data = Vec::new();
             for (i, io) in compiled.inputs.iter().enumerate() {
-                let given = inputs.iter().find_map(|s| s.split_once('=').filter(|(n, _)| *n == io.name).map(|(_, f)| f.to_string()));
-                let given = given.or_else(|| inputs.iter().filter(|s| !s.contains('=')).nth(i).cloned());
+                let given = inputs.iter().find_map(|s| {
+                    s.split_once('=')
+                        .filter(|(n, _)| *n == io.name)
+                        .map(|(_, f)| f.to_string())
+                });
+                let given =
+                    given.or_else(|| inputs.iter().filter(|s| !s.contains('=')).nth(i).cloned());
                 match given {
                     Some(file) => {
-                        let bytes = std::fs::read(&file).map_err(|source| Error::Io { path: file.clone().into(), source })?;
-                        let a = npy::parse(&bytes).map_err(|source| Error::Io { path: file.clone().into(), source })?;
+                        let bytes = std::fs::read(&file).map_err(|source| Error::Io {
+                            path: file.clone().into(),
+                            source,
+                        })?;
+                        let a = npy::parse(&bytes).map_err(|source| Error::Io {
+                            path: file.clone().into(),
+                            source,
+                        })?;
                         if a.dtype != io.dtype || a.shape != io.dims {
                             return Err(Error::Usage(format!(
                                 "{file}: {}{:?} given, input {:?} takes {}{:?}",
@@ -301,14 +437,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runner = kiln::runner::Runner::build(&compiled)?;
             let outs = runner.run(&data, 1)?;
             for (io, bytes) in compiled.outputs.iter().zip(&outs) {
-                let t = kiln_ir::Tensor::from_bytes(io.dtype, io.dims.clone(), bytes.clone()).map_err(|e| Error::Run(e.to_string()))?;
-                let vals: Vec<String> = (0..t.len().min(show)).map(|i| format!("{:.6}", t.get_f64(i))).collect();
-                outln!(out, "{} {}{:?}: [{}{}]", io.name, io.dtype, io.dims, vals.join(", "), if t.len() > show { ", ..." } else { "" });
+                let t = kiln_ir::Tensor::from_bytes(io.dtype, io.dims.clone(), bytes.clone())
+                    .map_err(|e| Error::Run(e.to_string()))?;
+                let vals: Vec<String> = (0..t.len().min(show))
+                    .map(|i| format!("{:.6}", t.get_f64(i)))
+                    .collect();
+                outln!(
+                    out,
+                    "{} {}{:?}: [{}{}]",
+                    io.name,
+                    io.dtype,
+                    io.dims,
+                    vals.join(", "),
+                    if t.len() > show { ", ..." } else { "" }
+                );
                 if let Some(dir) = &output_dir {
-                    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
-                    let p = dir.join(format!("{}.npy", kiln_runtime::header::c_identifier(&io.name)));
-                    let a = npy::Array { dtype: io.dtype, shape: io.dims.clone(), data: bytes.clone() };
-                    std::fs::write(&p, npy::write(&a)?).map_err(|source| Error::Io { path: p.clone(), source })?;
+                    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                    let p = dir.join(format!(
+                        "{}.npy",
+                        kiln_runtime::header::c_identifier(&io.name)
+                    ));
+                    let a = npy::Array {
+                        dtype: io.dtype,
+                        shape: io.dims.clone(),
+                        data: bytes.clone(),
+                    };
+                    std::fs::write(&p, npy::write(&a)?).map_err(|source| Error::Io {
+                        path: p.clone(),
+                        source,
+                    })?;
                 }
             }
         }
@@ -320,7 +480,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn write_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }

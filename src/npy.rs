@@ -43,40 +43,77 @@ pub fn parse(bytes: &[u8]) -> io::Result<Array> {
     }
     let (hlen, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
         v => return Err(bad(format!("unsupported .npy version {v}"))),
     };
-    let header = bytes.get(start..start + hlen).ok_or_else(|| bad("truncated .npy header"))?;
+    let header = bytes
+        .get(start..start + hlen)
+        .ok_or_else(|| bad("truncated .npy header"))?;
     let header = std::str::from_utf8(header).map_err(|_| bad("non-UTF-8 .npy header"))?;
     let field = |key: &str| -> io::Result<&str> {
-        let at = header.find(&format!("'{key}'")).ok_or_else(|| bad(format!(".npy header lacks '{key}'")))?;
-        Ok(header[at + key.len() + 2..].trim_start().trim_start_matches(':').trim_start())
+        let at = header
+            .find(&format!("'{key}'"))
+            .ok_or_else(|| bad(format!(".npy header lacks '{key}'")))?;
+        Ok(header[at + key.len() + 2..]
+            .trim_start()
+            .trim_start_matches(':')
+            .trim_start())
     };
     let d = field("descr")?;
-    let d = d.strip_prefix('\'').and_then(|s| s.split('\'').next()).ok_or_else(|| bad("bad descr"))?;
+    let d = d
+        .strip_prefix('\'')
+        .and_then(|s| s.split('\'').next())
+        .ok_or_else(|| bad("bad descr"))?;
     let d = d.replace('=', "<");
     let dtype = DType::ALL
         .into_iter()
-        .find(|&t| descr(t).map(|s| s == d || s.replace('|', "<") == d.replace('|', "<")).unwrap_or(false))
+        .find(|&t| {
+            descr(t)
+                .map(|s| s == d || s.replace('|', "<") == d.replace('|', "<"))
+                .unwrap_or(false)
+        })
         .ok_or_else(|| bad(format!("unsupported .npy dtype {d}")))?;
     if field("fortran_order")?.starts_with("True") {
-        return Err(bad("Fortran-order .npy arrays are not supported; save with np.ascontiguousarray"));
+        return Err(bad(
+            "Fortran-order .npy arrays are not supported; save with np.ascontiguousarray",
+        ));
     }
     let s = field("shape")?;
-    let s = s.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or_else(|| bad("bad shape"))?;
+    let s = s
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad("bad shape"))?;
     let shape = s
         .split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|p| p.parse::<usize>().map_err(|_| bad(format!("bad dimension {p:?}"))))
+        .map(|p| {
+            p.parse::<usize>()
+                .map_err(|_| bad(format!("bad dimension {p:?}")))
+        })
         .collect::<io::Result<Vec<usize>>>()?;
-    let count = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).ok_or_else(|| bad("shape overflows"))?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| bad("shape overflows"))?;
     let need = dtype.storage_bytes(count);
-    let data = bytes.get(start + hlen..).ok_or_else(|| bad("truncated .npy data"))?;
+    let data = bytes
+        .get(start + hlen..)
+        .ok_or_else(|| bad("truncated .npy data"))?;
     if data.len() != need {
-        return Err(bad(format!("{} bytes of data for shape {shape:?} of {d}, expected {need}", data.len())));
+        return Err(bad(format!(
+            "{} bytes of data for shape {shape:?} of {d}, expected {need}",
+            data.len()
+        )));
     }
-    Ok(Array { dtype, shape, data: data.to_vec() })
+    Ok(Array {
+        dtype,
+        shape,
+        data: data.to_vec(),
+    })
 }
 
 /// Serializes an array as `.npy` version 1.0.
@@ -85,7 +122,14 @@ pub fn write(a: &Array) -> io::Result<Vec<u8>> {
     let shape = match a.shape.len() {
         0 => "()".to_string(),
         1 => format!("({},)", a.shape[0]),
-        _ => format!("({})", a.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            a.shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '{d}', 'fortran_order': False, 'shape': {shape}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
@@ -105,7 +149,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let a = Array { dtype: DType::F32, shape: vec![2, 3], data: (0..24).collect() };
+        let a = Array {
+            dtype: DType::F32,
+            shape: vec![2, 3],
+            data: (0..24).collect(),
+        };
         let b = parse(&write(&a).unwrap()).unwrap();
         assert_eq!(a, b);
     }

@@ -24,17 +24,31 @@ impl Toolchain {
         let arch = c.target.triple.architecture.to_string();
         let host = std::env::consts::ARCH;
         if arch == host {
-            Ok(Toolchain { cc: vec!["cc".into()], run_prefix: vec![] })
+            Ok(Toolchain {
+                cc: vec!["cc".into()],
+                run_prefix: vec![],
+            })
         } else if arch == "aarch64" {
-            Ok(Toolchain { cc: vec!["aarch64-linux-gnu-gcc".into(), "-static".into()], run_prefix: vec!["qemu-aarch64".into()] })
+            Ok(Toolchain {
+                cc: vec!["aarch64-linux-gnu-gcc".into(), "-static".into()],
+                run_prefix: vec!["qemu-aarch64".into()],
+            })
         } else {
-            Err(Error::Usage(format!("cannot run {arch} code on this {host} host")))
+            Err(Error::Usage(format!(
+                "cannot run {arch} code on this {host} host"
+            )))
         }
     }
 
     /// Whether the tools are installed.
     pub fn available(&self) -> bool {
-        let ok = |tool: &str| Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+        let ok = |tool: &str| {
+            Command::new(tool)
+                .arg("--version")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
         ok(&self.cc[0]) && self.run_prefix.first().map_or(true, |t| ok(t))
     }
 }
@@ -65,15 +79,30 @@ fn driver_source(c: &Compiled) -> String {
     writeln!(s, "int main(int argc, char **argv) {{").unwrap();
     let nargs = 2 + nin + nout + c.weights.is_some() as usize;
     writeln!(s, "  if (argc != {nargs} && argc != {}) {{ fprintf(stderr, \"usage: driver{}{} ITERS [TIMES_FILE]\\n\"); return 4; }}", nargs + 1, " IN".repeat(nin) + &" OUT".repeat(nout), if c.weights.is_some() { " WEIGHTS" } else { "" }).unwrap();
-    writeln!(s, "  void *ins[{}]; void *outs[{}];", nin.max(1), nout.max(1)).unwrap();
+    writeln!(
+        s,
+        "  void *ins[{}]; void *outs[{}];",
+        nin.max(1),
+        nout.max(1)
+    )
+    .unwrap();
     for (i, io) in c.inputs.iter().enumerate() {
         writeln!(s, "  ins[{i}] = load(argv[{}], {});", 1 + i, io.byte_size()).unwrap();
     }
     for (i, io) in c.outputs.iter().enumerate() {
         let b = io.byte_size();
-        writeln!(s, "  outs[{i}] = aligned_alloc(64, {}); memset(outs[{i}], 0xAB, {b});", b.div_ceil(64).max(1) * 64).unwrap();
+        writeln!(
+            s,
+            "  outs[{i}] = aligned_alloc(64, {}); memset(outs[{i}], 0xAB, {b});",
+            b.div_ceil(64).max(1) * 64
+        )
+        .unwrap();
     }
-    writeln!(s, "  void *arena = aligned_alloc(64, {n}_ARENA_SIZE ? ({n}_ARENA_SIZE + 63) / 64 * 64 : 64);").unwrap();
+    writeln!(
+        s,
+        "  void *arena = aligned_alloc(64, {n}_ARENA_SIZE ? ({n}_ARENA_SIZE + 63) / 64 * 64 : 64);"
+    )
+    .unwrap();
     let wi = 1 + nin + nout;
     let warg = if let Some(w) = &c.weights {
         writeln!(s, "  void *weights = load(argv[{wi}], {});", w.len()).unwrap();
@@ -83,20 +112,48 @@ fn driver_source(c: &Compiled) -> String {
     };
     let iters_arg = wi + c.weights.is_some() as usize;
     writeln!(s, "  int iters = atoi(argv[{iters_arg}]);").unwrap();
-    writeln!(s, "  double *times = calloc(iters > 0 ? iters : 1, sizeof(double));").unwrap();
+    writeln!(
+        s,
+        "  double *times = calloc(iters > 0 ? iters : 1, sizeof(double));"
+    )
+    .unwrap();
     writeln!(s, "  for (int it = 0; it < iters; it++) {{").unwrap();
-    writeln!(s, "    struct timespec t0, t1; clock_gettime(CLOCK_MONOTONIC, &t0);").unwrap();
-    writeln!(s, "    int rc = {n}_run((const {n}_inputs *)ins, ({n}_outputs *)outs, arena{warg});").unwrap();
+    writeln!(
+        s,
+        "    struct timespec t0, t1; clock_gettime(CLOCK_MONOTONIC, &t0);"
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "    int rc = {n}_run((const {n}_inputs *)ins, ({n}_outputs *)outs, arena{warg});"
+    )
+    .unwrap();
     writeln!(s, "    clock_gettime(CLOCK_MONOTONIC, &t1);").unwrap();
-    writeln!(s, "    times[it] = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);").unwrap();
-    writeln!(s, "    if (rc != 0) {{ fprintf(stderr, \"{n}_run returned %d\\n\", rc); return 5; }}\n  }}").unwrap();
+    writeln!(
+        s,
+        "    times[it] = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);"
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "    if (rc != 0) {{ fprintf(stderr, \"{n}_run returned %d\\n\", rc); return 5; }}\n  }}"
+    )
+    .unwrap();
     // Timings (ns per run) and peak RSS (KiB), for `kiln bench`.
     writeln!(s, "  if (argc == {}) {{", nargs + 1).unwrap();
     // VmHWM, not getrusage: Linux carries ru_maxrss across exec, so it would include the parent.
-    writeln!(s, "    double rss = 0; char line[256]; FILE *st = fopen(\"/proc/self/status\", \"r\");").unwrap();
+    writeln!(
+        s,
+        "    double rss = 0; char line[256]; FILE *st = fopen(\"/proc/self/status\", \"r\");"
+    )
+    .unwrap();
     writeln!(s, "    while (st && fgets(line, sizeof line, st)) if (!strncmp(line, \"VmHWM:\", 6)) rss = atof(line + 6);").unwrap();
     writeln!(s, "    if (st) fclose(st);").unwrap();
-    writeln!(s, "    FILE *f = fopen(argv[{nargs}], \"wb\"); if (!f) return 7;").unwrap();
+    writeln!(
+        s,
+        "    FILE *f = fopen(argv[{nargs}], \"wb\"); if (!f) return 7;"
+    )
+    .unwrap();
     writeln!(s, "    fwrite(&rss, sizeof rss, 1, f); fwrite(times, sizeof(double), iters, f); fclose(f);\n  }}").unwrap();
     for (i, io) in c.outputs.iter().enumerate() {
         writeln!(s, "  {{ FILE *f = fopen(argv[{}], \"wb\"); if (!f || fwrite(outs[{i}], 1, {}, f) != {}) return 6; fclose(f); }}", 1 + nin + i, io.byte_size(), io.byte_size()).unwrap();
@@ -138,7 +195,10 @@ impl Runner {
             .output()
             .map_err(io_err(Path::new(&toolchain.cc[0])))?;
         if !out.status.success() {
-            return Err(Error::Run(format!("linking the driver failed:\n{}", String::from_utf8_lossy(&out.stderr))));
+            return Err(Error::Run(format!(
+                "linking the driver failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
         }
         Ok(Runner {
             dir,
@@ -162,24 +222,44 @@ impl Runner {
         Ok(t.expect("timings requested"))
     }
 
-    fn run_inner(&self, inputs: &[Vec<u8>], iters: usize, timed: bool) -> Result<(Vec<Vec<u8>>, Option<Timings>)> {
+    fn run_inner(
+        &self,
+        inputs: &[Vec<u8>],
+        iters: usize,
+        timed: bool,
+    ) -> Result<(Vec<Vec<u8>>, Option<Timings>)> {
         if inputs.len() != self.inputs.len() {
-            return Err(Error::Usage(format!("the model has {} inputs, {} given", self.inputs.len(), inputs.len())));
+            return Err(Error::Usage(format!(
+                "the model has {} inputs, {} given",
+                self.inputs.len(),
+                inputs.len()
+            )));
         }
         let d = self.dir.path();
-        let mut cmd = Command::new(self.toolchain.run_prefix.first().map_or(self.exe.as_os_str(), |p| p.as_ref()));
+        let mut cmd = Command::new(
+            self.toolchain
+                .run_prefix
+                .first()
+                .map_or(self.exe.as_os_str(), |p| p.as_ref()),
+        );
         if !self.toolchain.run_prefix.is_empty() {
             cmd.args(&self.toolchain.run_prefix[1..]).arg(&self.exe);
         }
         for (i, data) in inputs.iter().enumerate() {
             if data.len() != self.inputs[i] {
-                return Err(Error::Usage(format!("input {i} has {} bytes, the model takes {}", data.len(), self.inputs[i])));
+                return Err(Error::Usage(format!(
+                    "input {i} has {} bytes, the model takes {}",
+                    data.len(),
+                    self.inputs[i]
+                )));
             }
             let p = d.join(format!("in{i}.bin"));
             fs::write(&p, data).map_err(io_err(&p))?;
             cmd.arg(p);
         }
-        let outs: Vec<PathBuf> = (0..self.outputs.len()).map(|i| d.join(format!("out{i}.bin"))).collect();
+        let outs: Vec<PathBuf> = (0..self.outputs.len())
+            .map(|i| d.join(format!("out{i}.bin")))
+            .collect();
         cmd.args(&outs);
         if d.join("weights.bin").exists() {
             cmd.arg(d.join("weights.bin"));
@@ -191,14 +271,29 @@ impl Runner {
         }
         let out = cmd.output().map_err(io_err(&self.exe))?;
         if !out.status.success() {
-            return Err(Error::Run(format!("the compiled model failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr))));
+            return Err(Error::Run(format!(
+                "the compiled model failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )));
         }
-        let outs = outs.iter().map(|p| fs::read(p).map_err(io_err(p))).collect::<Result<Vec<_>>>()?;
+        let outs = outs
+            .iter()
+            .map(|p| fs::read(p).map_err(io_err(p)))
+            .collect::<Result<Vec<_>>>()?;
         let timings = if timed {
             let raw = fs::read(&times_file).map_err(io_err(&times_file))?;
-            let vals: Vec<f64> = raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
-            let (rss, times) = vals.split_first().ok_or_else(|| Error::Run("driver wrote no timings".into()))?;
-            Some(Timings { runs_ns: times.to_vec(), peak_rss_kib: *rss as u64 })
+            let vals: Vec<f64> = raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            let (rss, times) = vals
+                .split_first()
+                .ok_or_else(|| Error::Run("driver wrote no timings".into()))?;
+            Some(Timings {
+                runs_ns: times.to_vec(),
+                peak_rss_kib: *rss as u64,
+            })
         } else {
             None
         };

@@ -5,11 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("running kiln")
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("running kiln")
 }
 
 fn model(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn stdout(o: &Output) -> String {
@@ -37,10 +44,17 @@ fn assert_bad_input(path: &Path, needles: &[&str]) {
     for args in [vec!["ir", p], vec!["compile", p, "--out-dir", o]] {
         let r = kiln(&args);
         let err = stderr(&r);
-        assert_eq!(r.status.code(), Some(2), "kiln {args:?} should exit 2:\n{err}");
+        assert_eq!(
+            r.status.code(),
+            Some(2),
+            "kiln {args:?} should exit 2:\n{err}"
+        );
         assert!(!err.contains("panicked"), "kiln {args:?} panicked:\n{err}");
         for n in needles {
-            assert!(err.contains(n), "kiln {args:?}: message lacks {n:?}:\n{err}");
+            assert!(
+                err.contains(n),
+                "kiln {args:?}: message lacks {n:?}:\n{err}"
+            );
         }
     }
     let left: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().collect();
@@ -52,8 +66,19 @@ fn inspect_cnn_from_exporter() {
     let r = kiln(&["inspect", &model("cnn.onnx")]);
     assert!(r.status.success(), "{}", stderr(&r));
     let text = stdout(&r);
-    for needle in ["image", "probs", "Conv", "BatchNormalization", "Gemm", "Softmax", "[1, 1, 28, 28]"] {
-        assert!(text.contains(needle) || text.contains(&needle.replace(", ", ",")), "inspect lacks {needle:?}:\n{text}");
+    for needle in [
+        "image",
+        "probs",
+        "Conv",
+        "BatchNormalization",
+        "Gemm",
+        "Softmax",
+        "[1, 1, 28, 28]",
+    ] {
+        assert!(
+            text.contains(needle) || text.contains(&needle.replace(", ", ",")),
+            "inspect lacks {needle:?}:\n{text}"
+        );
     }
     // JSON form parses and has the histogram: the CNN has 3 Conv nodes.
     let r = kiln(&["inspect", &model("cnn.onnx"), "--json"]);
@@ -70,7 +95,10 @@ fn ir_snapshots_before_and_after_passes() {
     assert!(after.status.success(), "{}", stderr(&after));
     let (before, after) = (stdout(&before), stdout(&after));
     // The Shape -> Gather -> Unsqueeze -> Concat chain that computes the Reshape target is folded away.
-    assert!(before.contains("= shape(") && !after.contains("= shape("), "{after}");
+    assert!(
+        before.contains("= shape(") && !after.contains("= shape("),
+        "{after}"
+    );
     insta::assert_snapshot!("legacy_cnn_input", before);
     insta::assert_snapshot!("legacy_cnn_optimized", after);
 
@@ -87,7 +115,13 @@ fn ir_unknown_pass_is_a_usage_error() {
 
 #[test]
 fn every_exported_model_imports() {
-    for m in ["mlp.onnx", "cnn.onnx", "legacy_cnn.onnx", "mixed_encodings.onnx", "ops_zoo.onnx"] {
+    for m in [
+        "mlp.onnx",
+        "cnn.onnx",
+        "legacy_cnn.onnx",
+        "mixed_encodings.onnx",
+        "ops_zoo.onnx",
+    ] {
         let r = kiln(&["ir", &model(m)]);
         assert!(r.status.success(), "{m}: {}", stderr(&r));
     }
@@ -119,34 +153,57 @@ fn missing_file() {
 #[test]
 fn unsupported_ops_are_all_listed() {
     let mut b = ModelBuilder::new("g");
-    b.input("x", elem::FLOAT, &[1, 4]).output("z", elem::FLOAT, &[1, 4]);
-    b.node_named("first_bad", "", "Hardmax", &["x"], &["y"], vec![]);
-    b.node_named("second_bad", "com.microsoft", "FusedGemm", &["y"], &["z"], vec![]);
+    b.input("x", elem::FLOAT, &[1, 4])
+        .output("z", elem::FLOAT, &[1, 4]);
+    b.node_named("first_bad", "", "StringNormalizer", &["x"], &["y"], vec![]);
+    b.node_named(
+        "second_bad",
+        "com.microsoft",
+        "FusedGemm",
+        &["y"],
+        &["z"],
+        vec![],
+    );
     let (_d, p) = write_tmp("unsupported.onnx", &b.to_bytes());
-    assert_bad_input(&p, &["first_bad", "Hardmax", "second_bad", "com.microsoft"]);
+    assert_bad_input(
+        &p,
+        &[
+            "first_bad",
+            "StringNormalizer",
+            "second_bad",
+            "com.microsoft",
+        ],
+    );
     // inspect still reports the model, with the unsupported list.
     let r = kiln(&["inspect", p.to_str().unwrap()]);
     let text = stdout(&r) + &stderr(&r);
-    assert!(text.contains("first_bad") && text.contains("second_bad"), "{text}");
+    assert!(
+        text.contains("first_bad") && text.contains("second_bad"),
+        "{text}"
+    );
 }
 
 #[test]
 fn cycle_dangling_and_shape_mismatch() {
     let mut b = ModelBuilder::new("cycle");
-    b.input("x", elem::FLOAT, &[2]).output("b", elem::FLOAT, &[2]);
+    b.input("x", elem::FLOAT, &[2])
+        .output("b", elem::FLOAT, &[2]);
     b.node_named("n1", "", "Add", &["x", "b"], &["a"], vec![]);
     b.node_named("n2", "", "Relu", &["a"], &["b"], vec![]);
     let (_d, p) = write_tmp("cycle.onnx", &b.to_bytes());
     assert_bad_input(&p, &["cycle"]);
 
     let mut b = ModelBuilder::new("dangling");
-    b.input("x", elem::FLOAT, &[2]).output("y", elem::FLOAT, &[2]);
+    b.input("x", elem::FLOAT, &[2])
+        .output("y", elem::FLOAT, &[2]);
     b.node_named("adder", "", "Add", &["x", "nowhere"], &["y"], vec![]);
     let (_d, p) = write_tmp("dangling.onnx", &b.to_bytes());
     assert_bad_input(&p, &["adder", "nowhere"]);
 
     let mut b = ModelBuilder::new("mismatch");
-    b.input("x", elem::FLOAT, &[2, 3]).input("w", elem::FLOAT, &[4]).output("y", elem::FLOAT, &[2, 3]);
+    b.input("x", elem::FLOAT, &[2, 3])
+        .input("w", elem::FLOAT, &[4])
+        .output("y", elem::FLOAT, &[2, 3]);
     b.node_named("bad_add", "", "Add", &["x", "w"], &["y"], vec![]);
     let (_d, p) = write_tmp("mismatch.onnx", &b.to_bytes());
     assert_bad_input(&p, &["bad_add", "Add"]);
@@ -155,18 +212,30 @@ fn cycle_dangling_and_shape_mismatch() {
 #[test]
 fn negative_and_absurd_dims() {
     let mut b = ModelBuilder::new("neg");
-    b.input("x", elem::FLOAT, &[1, 4]).output("y", elem::FLOAT, &[1, 4]);
-    b.initializer(kiln_frontend::builder::tensor_raw("w", elem::FLOAT, &[-4], vec![]));
+    b.input("x", elem::FLOAT, &[1, 4])
+        .output("y", elem::FLOAT, &[1, 4]);
+    b.initializer(kiln_frontend::builder::tensor_raw(
+        "w",
+        elem::FLOAT,
+        &[-4],
+        vec![],
+    ));
     b.node_named("add", "", "Add", &["x", "w"], &["y"], vec![]);
     let (_d, p) = write_tmp("negative.onnx", &b.to_bytes());
     assert_bad_input(&p, &["w"]);
 
     // 1e12 x 1e12 floats: must be refused before any allocation.
     let mut b = ModelBuilder::new("huge");
-    b.input("x", elem::FLOAT, &[1_000_000_000_000, 1_000_000_000_000]).output("y", elem::FLOAT, &[1]);
+    b.input("x", elem::FLOAT, &[1_000_000_000_000, 1_000_000_000_000])
+        .output("y", elem::FLOAT, &[1]);
     b.node_named("relu", "", "Relu", &["x"], &["y"], vec![]);
     let (_d, p) = write_tmp("huge.onnx", &b.to_bytes());
-    let r = kiln(&["compile", p.to_str().unwrap(), "--out-dir", _d.path().join("out").to_str().unwrap()]);
+    let r = kiln(&[
+        "compile",
+        p.to_str().unwrap(),
+        "--out-dir",
+        _d.path().join("out").to_str().unwrap(),
+    ]);
     assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
     assert!(!stderr(&r).contains("panicked"));
 }
@@ -174,12 +243,14 @@ fn negative_and_absurd_dims() {
 #[test]
 fn external_data_escaping_the_model_folder() {
     let mut b = ModelBuilder::new("ext");
-    b.input("x", elem::FLOAT, &[1, 4]).output("y", elem::FLOAT, &[1, 4]);
+    b.input("x", elem::FLOAT, &[1, 4])
+        .output("y", elem::FLOAT, &[1, 4]);
     let mut t = kiln_frontend::builder::tensor_raw("w", elem::FLOAT, &[4], vec![]);
     t.data_location = Some(1);
-    t.external_data = vec![
-        kiln_frontend::onnx::StringStringEntryProto { key: Some("location".into()), value: Some("../secret.bin".into()) },
-    ];
+    t.external_data = vec![kiln_frontend::onnx::StringStringEntryProto {
+        key: Some("location".into()),
+        value: Some("../secret.bin".into()),
+    }];
     b.initializer(t);
     b.node_named("add", "", "Add", &["x", "w"], &["y"], vec![]);
     let (_d, p) = write_tmp("escape.onnx", &b.to_bytes());
@@ -190,13 +261,25 @@ fn external_data_escaping_the_model_folder() {
 fn unbound_symbolic_dim_and_dim_flag() {
     use kiln_frontend::builder::DimSpec;
     let mut b = ModelBuilder::new("sym");
-    b.input_sym("x", elem::FLOAT, &[DimSpec::Param("batch"), DimSpec::Value(4)]);
-    b.output_sym("y", elem::FLOAT, &[DimSpec::Param("batch"), DimSpec::Value(4)]);
+    b.input_sym(
+        "x",
+        elem::FLOAT,
+        &[DimSpec::Param("batch"), DimSpec::Value(4)],
+    );
+    b.output_sym(
+        "y",
+        elem::FLOAT,
+        &[DimSpec::Param("batch"), DimSpec::Value(4)],
+    );
     b.node("Relu", &["x"], &["y"], vec![]);
     let (_d, p) = write_tmp("sym.onnx", &b.to_bytes());
     let r = kiln(&["ir", p.to_str().unwrap()]);
     assert_eq!(r.status.code(), Some(2));
-    assert!(stderr(&r).contains("batch") && stderr(&r).contains("--dim"), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("batch") && stderr(&r).contains("--dim"),
+        "{}",
+        stderr(&r)
+    );
     let r = kiln(&["ir", p.to_str().unwrap(), "--dim", "batch=3"]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(stdout(&r).contains("f32[3,4]"), "{}", stdout(&r));

@@ -21,14 +21,20 @@ fn compile(model: &str, triple: &str) -> Compiled {
 }
 
 fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// Max over elements of |got - want| / max(|want|, scale * 1e-3), where scale is the output's largest
 /// magnitude: relative where values are large, absolute near zero.
 fn max_rel_err(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-6);
+    let scale = want
+        .iter()
+        .fold(0f64, |m, &v| m.max(v.abs() as f64))
+        .max(1e-6);
     got.iter()
         .zip(want)
         .map(|(&g, &w)| ((g as f64 - w as f64).abs()) / (w.abs() as f64).max(scale * 1e-3))
@@ -36,7 +42,9 @@ fn max_rel_err(got: &[f32], want: &[f32]) -> f64 {
 }
 
 fn reference_data(model: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let dir = root().join("tests/data").join(model.trim_end_matches(".onnx"));
+    let dir = root()
+        .join("tests/data")
+        .join(model.trim_end_matches(".onnx"));
     let read_all = |prefix: &str| -> Vec<Vec<u8>> {
         (0..)
             .map(|k| dir.join(format!("{prefix}_{k}.bin")))
@@ -50,7 +58,10 @@ fn reference_data(model: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 fn runner_or_skip(c: &Compiled) -> Option<Runner> {
     let tc = Toolchain::for_target(c).unwrap();
     if !tc.available() {
-        eprintln!("SKIP {}: {} not installed (scripts/install-deps.sh)", c.target.triple, tc.cc[0]);
+        eprintln!(
+            "SKIP {}: {} not installed (scripts/install-deps.sh)",
+            c.target.triple, tc.cc[0]
+        );
         return None;
     }
     Some(Runner::build(c).unwrap())
@@ -59,7 +70,9 @@ fn runner_or_skip(c: &Compiled) -> Option<Runner> {
 fn check_model(model: &str) {
     let (inputs, want) = reference_data(model);
     // The reference interpreter on the optimized graph, as a second oracle.
-    let (graph, _) = Compiler::new(root().join("tests/models").join(model)).optimized_graph().unwrap();
+    let (graph, _) = Compiler::new(root().join("tests/models").join(model))
+        .optimized_graph()
+        .unwrap();
     let in_tensors: Vec<Tensor> = graph
         .inputs
         .iter()
@@ -72,18 +85,26 @@ fn check_model(model: &str) {
     let interp = kiln_ir::interpret(&graph, &in_tensors).unwrap();
     for (k, (t, w)) in interp.iter().zip(&want).enumerate() {
         let err = max_rel_err(&t.to_f32_vec(), &floats(w));
-        assert!(err < 1e-4, "{model}: interpreter output {k} differs from onnxruntime by {err:e}");
+        assert!(
+            err < 1e-4,
+            "{model}: interpreter output {k} differs from onnxruntime by {err:e}"
+        );
     }
     for triple in TARGETS {
         let c = compile(model, triple);
-        let Some(r) = runner_or_skip(&c) else { continue };
+        let Some(r) = runner_or_skip(&c) else {
+            continue;
+        };
         let got = r.run(&inputs, 1).unwrap();
         assert_eq!(got.len(), want.len());
         for (k, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(c.outputs[k].dtype, DType::F32);
             let err = max_rel_err(&floats(g), &floats(w));
             eprintln!("{model} {triple} output {k}: max rel err vs onnxruntime {err:.2e}");
-            assert!(err < 1e-4, "{model} on {triple}: output {k} differs from onnxruntime by {err:e}");
+            assert!(
+                err < 1e-4,
+                "{model} on {triple}: output {k} differs from onnxruntime by {err:e}"
+            );
         }
     }
 }
@@ -154,10 +175,19 @@ fn external_weights_file() {
         .unwrap();
     let wpath = w.weights.expect("a weights file");
     assert_eq!(wpath.file_name().unwrap(), "cnn.weights.bin");
-    assert_eq!(std::fs::read(&wpath).unwrap().len(), c.weights.as_ref().unwrap().len());
-    assert!(c.header.contains("weights"), "header must document the weights pointer");
+    assert_eq!(
+        std::fs::read(&wpath).unwrap().len(),
+        c.weights.as_ref().unwrap().len()
+    );
+    assert!(
+        c.header.contains("weights"),
+        "header must document the weights pointer"
+    );
     let embedded = compile("cnn.onnx", &Target::host().triple.to_string());
-    assert!(c.archive.len() < embedded.archive.len(), "external weights must shrink the library");
+    assert!(
+        c.archive.len() < embedded.archive.len(),
+        "external weights must shrink the library"
+    );
     let (inputs, want) = reference_data("cnn.onnx");
     if let Some(r) = runner_or_skip(&c) {
         let got = r.run(&inputs, 1).unwrap();
@@ -168,24 +198,36 @@ fn external_weights_file() {
 #[test]
 fn write_to_creates_library_and_header() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, w) = Compiler::new(root().join("tests/models/mlp.onnx")).write_to(&dir.path().join("out")).unwrap();
+    let (c, w) = Compiler::new(root().join("tests/models/mlp.onnx"))
+        .write_to(&dir.path().join("out"))
+        .unwrap();
     assert_eq!(c.name, "mlp");
     assert_eq!(w.library, dir.path().join("out/libmlp.a"));
     assert_eq!(w.header, dir.path().join("out/mlp.h"));
     let h = std::fs::read_to_string(&w.header).unwrap();
-    assert!(h.contains("int mlp_run(") && h.contains("mlp_ARENA_SIZE"), "{h}");
+    assert!(
+        h.contains("int mlp_run(") && h.contains("mlp_ARENA_SIZE"),
+        "{h}"
+    );
     let names: Vec<String> = std::fs::read_dir(dir.path().join("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     let mut names = names;
     names.sort();
-    assert_eq!(names, ["libmlp.a", "mlp.h"], "no temporary files left behind");
+    assert_eq!(
+        names,
+        ["libmlp.a", "mlp.h"],
+        "no temporary files left behind"
+    );
 }
 
 #[test]
 fn bad_name_is_refused() {
-    let e = Compiler::new(root().join("tests/models/mlp.onnx")).name("my-model").compile().unwrap_err();
+    let e = Compiler::new(root().join("tests/models/mlp.onnx"))
+        .name("my-model")
+        .compile()
+        .unwrap_err();
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("my_model"), "{e}");
     let _ = Path::new("");

@@ -9,13 +9,16 @@
 
 use crate::builder::{CodegenCfg, Kb};
 use crate::kernels::conv::{ConvSpec, PoolSpec};
-use crate::kernels::elementwise::{cast_supported, clif_type};
 use crate::kernels::gemm::{Addend, Gemm as GemmCall, Mat};
 use crate::kernels::{self, dense_strides};
 use crate::BackendError;
-use kiln_ir::ops::{BinaryOp, PoolKind};
+use kiln_ir::ops::PoolKind;
 use kiln_ir::{DType, Graph, NodeId, Op, Tensor, Value};
 use std::collections::HashMap;
+
+mod elementwise;
+mod movement;
+mod norm;
 
 /// A pointer operand of a kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,6 +187,9 @@ pub(crate) fn lower(g: &Graph, cfg: CodegenCfg) -> Result<Lowered, BackendError>
 
 struct Lowering<'g> {
     g: &'g Graph,
+    // Target capabilities, for lowering decisions that depend on them (none does at the moment:
+    // the kernels read them from `Kb::cfg`).
+    #[allow(dead_code)]
     cfg: CodegenCfg,
     derived: Vec<Derived>,
     consts: HashMap<NodeId, Tensor>,
@@ -279,103 +285,8 @@ impl<'g> Lowering<'g> {
             | Op::Flatten(_)
             | Op::Squeeze(_)
             | Op::Unsqueeze(_) => return Ok(None),
-            Op::Unary(u) => {
-                let x = self.input(id, 0)?;
-                let d = self.dtype(x);
-                let count = ydims.iter().product::<usize>();
-                if d == DType::F32 {
-                    if matches!(
-                        u,
-                        kiln_ir::ops::UnaryOp::Floor | kiln_ir::ops::UnaryOp::Ceil
-                    ) && !self.cfg.round
-                    {
-                        return unsup(format!("{} needs native rounding (x86: +sse4.1)", u.name()));
-                    }
-                    self.step(
-                        id,
-                        u.name(),
-                        vec![Arg::Val(x), Arg::Val(y)],
-                        vec![x],
-                        Box::new(move |kb| kernels::elementwise::unary_f32_kernel(kb, u, count)),
-                    )
-                } else if d.is_int() && u.allows_int() && clif_type(d).is_some() {
-                    self.step(
-                        id,
-                        u.name(),
-                        vec![Arg::Val(x), Arg::Val(y)],
-                        vec![x],
-                        Box::new(move |kb| kernels::elementwise::unary_int_kernel(kb, u, d, count)),
-                    )
-                } else {
-                    return unsup(format!("{} on {d}", u.name()));
-                }
-            }
-            Op::Binary(b) => {
-                let (a, bv) = (self.input(id, 0)?, self.input(id, 1)?);
-                let (da, db) = (self.dtype(a), self.dtype(bv));
-                let (ad, bd) = (self.dims(a), self.dims(bv));
-                let mut b_arg = Arg::Val(bv);
-                if b == BinaryOp::Pow {
-                    f32_only("pow", da)?;
-                    if db != DType::F32 {
-                        match self.const_of(bv) {
-                            Some(t) if t.dtype() != DType::F32 => {
-                                b_arg = self.derive(id, "exponent", t.cast(DType::F32))
-                            }
-                            _ => return unsup(format!("pow with a run-time {db} exponent")),
-                        }
-                    }
-                } else if da != DType::F32 && !(da.is_int() && clif_type(da).is_some()) {
-                    return unsup(format!("{} on {da}", b.name()));
-                }
-                let mut inplace = Vec::new();
-                if ad == ydims {
-                    inplace.push(a);
-                }
-                if bd == ydims && b_arg == Arg::Val(bv) {
-                    inplace.push(bv);
-                }
-                let out = ydims.clone();
-                self.step(
-                    id,
-                    b.name(),
-                    vec![Arg::Val(a), b_arg, Arg::Val(y)],
-                    inplace,
-                    Box::new(move |kb| {
-                        kernels::elementwise::binary_kernel(kb, b, da, &ad, &bd, &out)
-                    }),
-                )
-            }
-            Op::Cast(c) => {
-                let x = self.input(id, 0)?;
-                let from = self.dtype(x);
-                let count = ydims.iter().product::<usize>();
-                if from == c.to {
-                    let bytes = from.storage_bytes(count);
-                    self.step(
-                        id,
-                        "copy",
-                        vec![Arg::Val(x), Arg::Val(y)],
-                        vec![],
-                        Box::new(move |kb| kernels::layout::copy_kernel(kb, bytes)),
-                    )
-                } else if cast_supported(from, c.to) {
-                    let inplace = if from.bits() == c.to.bits() {
-                        vec![x]
-                    } else {
-                        vec![]
-                    };
-                    let to = c.to;
-                    self.step(
-                        id,
-                        "cast",
-                        vec![Arg::Val(x), Arg::Val(y)],
-                        inplace,
-                        Box::new(move |kb| kernels::elementwise::cast_kernel(kb, from, to, count)),
-                    )
-                } else {
-                    return unsup(format!("cast from {from} to {}", c.to));
-                }
+            Op::Unary(_) | Op::Binary(_) | Op::Cast(_) | Op::Where => {
+                self.elementwise_family(id, &op)?
             }
             Op::Conv(c) => {
                 let x = self.input(id, 0)?;
@@ -414,6 +325,13 @@ impl<'g> Lowering<'g> {
                     vec![],
                     Box::new(move |kb| kernels::conv::conv_kernel(kb, &spec)),
                 )
+            }
+            // Max pooling of other dtypes runs the generic kernel.
+            Op::Pool(ref p)
+                if p.kind == PoolKind::Max
+                    && g.input(id, 0).is_some_and(|x| g.ty(x).dtype != DType::F32) =>
+            {
+                self.movement_family(id, &op)?
             }
             Op::Pool(p) => {
                 let x = self.input(id, 0)?;
@@ -470,6 +388,21 @@ impl<'g> Lowering<'g> {
                 )
             }
             Op::Gemm(gm) => self.gemm(id, gm)?,
+            Op::Movement(_)
+            | Op::Resize(_)
+            | Op::ConvTranspose(_)
+            | Op::MaxPoolIndices(_)
+            | Op::Einsum(_) => self.movement_family(id, &op)?,
+            Op::Reduce(_)
+            | Op::ArgReduce(_)
+            | Op::Softmax(_)
+            | Op::LogSoftmax(_)
+            | Op::Hardmax(_)
+            | Op::LayerNorm(_)
+            | Op::RmsNorm(_)
+            | Op::Lrn(_)
+            | Op::Attention(_)
+            | Op::Rotary(_) => self.norm_family(id, &op)?,
             Op::MatMul => self.matmul(id)?,
             Op::BatchNorm(bn) => {
                 let x = self.input(id, 0)?;
@@ -522,18 +455,6 @@ impl<'g> Lowering<'g> {
                         )
                     }
                 }
-            }
-            Op::Softmax(s) => {
-                let x = self.input(id, 0)?;
-                f32_only("softmax", self.dtype(x))?;
-                let (o, a, i) = s.split(&self.dims(x));
-                self.step(
-                    id,
-                    "softmax",
-                    vec![Arg::Val(x), Arg::Val(y)],
-                    vec![],
-                    Box::new(move |kb| kernels::norm::softmax_kernel(kb, o, a, i)),
-                )
             }
             Op::Transpose(t) => {
                 let x = self.input(id, 0)?;
@@ -749,15 +670,11 @@ impl<'g> Lowering<'g> {
     }
 
     fn matmul(&mut self, id: NodeId) -> Result<Option<Step>, BackendError> {
-        let g = self.g;
         let y = Value { node: id, slot: 0 };
         let (a, b) = (self.input(id, 0)?, self.input(id, 1)?);
         if self.dtype(a) != DType::F32 {
-            return Err(unsupported(
-                g,
-                id,
-                format!("matmul on {} (only f32 is compiled)", self.dtype(a)),
-            ));
+            // Other dtypes run the generic einsum loops.
+            return self.matmul_generic(id);
         }
         let (ad, bd) = (self.dims(a), self.dims(b));
         let a2 = if ad.len() == 1 {

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 /// What the caller decides about a model that the file leaves open.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ImportOptions {
     /// Values of symbolic input dimensions (`--dim NAME=VALUE`). An input axis with neither a size
     /// nor a name is bound by the key `input:axis`.
@@ -38,6 +38,9 @@ pub struct ImportOptions {
     /// Largest tensor accepted (initializer, input or intermediate value), in bytes. Checked before
     /// anything is allocated, so absurd dims fail fast.
     pub max_tensor_bytes: u64,
+    /// Graph inputs frozen to a value (`--freeze NAME=FILE.npy`): they become constants and leave the
+    /// C API. For inputs that set shapes (axes, sizes, pads) and so must be known at compile time.
+    pub frozen_inputs: BTreeMap<String, kiln_ir::Tensor>,
 }
 
 impl Default for ImportOptions {
@@ -46,6 +49,7 @@ impl Default for ImportOptions {
             dims: BTreeMap::new(),
             inputs_with_initializer_are_constants: true,
             max_tensor_bytes: 4 << 30,
+            frozen_inputs: BTreeMap::new(),
         }
     }
 }
@@ -281,6 +285,57 @@ pub(crate) fn producer_of(m: &ModelProto) -> String {
 }
 
 impl<'a> Importer<'a> {
+    /// Makes graph input `vi` the constant `t`, after checking `t` against the declared type (a
+    /// symbolic or unknown declared dim accepts any size).
+    fn freeze_input(
+        &mut self,
+        vi: &ValueInfoProto,
+        t: &kiln_ir::Tensor,
+    ) -> Result<(), ImportError> {
+        let bad = |msg: String| ImportError::Model {
+            file: self.file.clone(),
+            msg,
+        };
+        if let Some(type_proto::Value::TensorType(tt)) =
+            vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+        {
+            let declared = tensor::dtype_from_onnx(tt.elem_type()).ok();
+            if declared.is_some_and(|d| d != t.dtype()) {
+                return Err(bad(format!(
+                    "frozen input {:?} is {} but the model declares {:?}",
+                    vi.name(),
+                    t.dtype(),
+                    declared.unwrap()
+                )));
+            }
+            if let Some(shape) = &tt.shape {
+                let dims: Vec<Option<i64>> = shape
+                    .dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(DimValue::DimValue(v)) => Some(v),
+                        _ => None,
+                    })
+                    .collect();
+                let fits = dims.len() == t.shape().len()
+                    && dims
+                        .iter()
+                        .zip(t.shape())
+                        .all(|(d, &n)| d.is_none_or(|d| d == n as i64));
+                if !fits {
+                    return Err(bad(format!(
+                        "frozen input {:?} has shape {:?}, the model declares {dims:?}",
+                        vi.name(),
+                        t.shape()
+                    )));
+                }
+            }
+        }
+        let v = self.graph.add_const(vi.name(), t.clone());
+        self.values.insert(vi.name().to_owned(), Slot::Known(v));
+        Ok(())
+    }
+
     fn run(
         &mut self,
         mut g: GraphProto,
@@ -301,6 +356,10 @@ impl<'a> Importer<'a> {
         let consts_win = self.opts.inputs_with_initializer_are_constants;
         for vi in &g.input {
             if consts_win && initializer_names.contains(vi.name()) {
+                continue;
+            }
+            if let Some(t) = self.opts.frozen_inputs.get(vi.name()) {
+                self.freeze_input(vi, t)?;
                 continue;
             }
             match self.input_type(vi)? {

@@ -16,9 +16,13 @@ mod error;
 mod import;
 mod inspect;
 mod ops;
+mod ops_elementwise;
+mod ops_movement;
+mod ops_norm;
 mod tensor;
 
 pub use error::{ImportError, UnsupportedNode};
 pub use import::{import_bytes, import_file, ImportOptions, Model};
 pub use inspect::{inspect_bytes, inspect_file, Inspection, TensorInfo};
 pub use proto::onnx;
+pub use tensor::decode_tensor_bytes;

@@ -58,14 +58,21 @@ const VARIADIC: usize = usize::MAX;
 
 /// The ops kiln maps, with the attributes and arity it accepts. `None`: no mapping.
 pub(crate) fn spec(op_type: &str) -> Option<OpSpec> {
+    if let Some(sp) = crate::ops_elementwise::spec(op_type) {
+        return Some(sp);
+    }
+    if let Some(sp) = crate::ops_norm::spec(op_type) {
+        return Some(sp);
+    }
+    if let Some(sp) = crate::ops_movement::spec(op_type) {
+        return Some(sp);
+    }
     Some(match op_type {
         "Identity" => s(&[], 1, 1, 1),
-        "Dropout" => s(&["ratio", "is_test", "seed", "consumed_inputs"], 3, 2, 1),
         "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt" | "Neg" | "Abs" | "Reciprocal"
         | "Floor" | "Ceil" => s(UNARY_ATTRS, 1, 1, 1),
         "Erf" => s(&[], 1, 1, 1),
         "LeakyRelu" => s(&["alpha", "consumed_inputs"], 1, 1, 1),
-        "Clip" => s(&["min", "max", "consumed_inputs"], 3, 1, 1),
         "Add" | "Sub" | "Mul" | "Div" | "Pow" => s(BINARY_ATTRS, 2, 1, 1),
         "Max" | "Min" | "Sum" => s(UNARY_ATTRS, VARIADIC, 1, 1),
         "Softmax" => s(&["axis"], 1, 1, 1),
@@ -84,7 +91,7 @@ pub(crate) fn spec(op_type: &str) -> Option<OpSpec> {
             1,
             1,
         ),
-        "MaxPool" => s(POOL_ATTRS, 1, 2, 1),
+        "MaxPool" => s(POOL_ATTRS, 1, 2, 2),
         "AveragePool" => s(POOL_ATTRS, 1, 1, 1),
         "GlobalAveragePool" | "GlobalMaxPool" => s(&[], 1, 1, 1),
         "BatchNormalization" => s(
@@ -132,10 +139,6 @@ pub(crate) fn spec(op_type: &str) -> Option<OpSpec> {
 /// Why reading output `k` of `op_type` is unsupported.
 fn extra_output_reason(op_type: &str, k: usize) -> String {
     match op_type {
-        "Dropout" => {
-            "the `mask` output is not supported (only inference, where Dropout is the identity)"
-                .into()
-        }
         "MaxPool" => "the `Indices` output is not supported".into(),
         "BatchNormalization" => {
             format!("output {k} is a training statistic; only inference (output 0) is supported")
@@ -184,7 +187,16 @@ pub(crate) fn check_node(cx: &NodeCx, used: &[bool]) -> NResult<()> {
             cx.node.output.len()
         ));
     }
-    if let Some(k) = (sp.kiln_outputs..used.len()).find(|&k| used[k]) {
+    // BatchNormalization in training mode also returns the running statistics.
+    let kiln_outputs = if cx.op_type == "BatchNormalization"
+        && cx.opset >= 14
+        && cx.attrs.flag("training_mode", false)?
+    {
+        3
+    } else {
+        sp.kiln_outputs
+    };
+    if let Some(k) = (kiln_outputs..used.len()).find(|&k| used[k]) {
         return unsupported(extra_output_reason(cx.op_type, k));
     }
     Ok(())
@@ -192,12 +204,20 @@ pub(crate) fn check_node(cx: &NodeCx, used: &[bool]) -> NResult<()> {
 
 /// Maps one default-domain node; returns the IR values of its outputs, in ONNX order.
 pub(crate) fn map_node(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
+    if crate::ops_elementwise::spec(cx.op_type).is_some() {
+        return crate::ops_elementwise::map(imp, cx);
+    }
+    if crate::ops_norm::spec(cx.op_type).is_some() {
+        return crate::ops_norm::map(imp, cx);
+    }
+    if crate::ops_movement::spec(cx.op_type).is_some() {
+        return crate::ops_movement::map(imp, cx);
+    }
     match cx.op_type {
         "Identity" => {
             let x = imp.req(cx, 0, "input")?;
             imp.add(cx, Op::Identity, &[Some(x)])
         }
-        "Dropout" => dropout(imp, cx),
         "Relu" => unary(imp, cx, UnaryOp::Relu),
         "Sigmoid" => unary(imp, cx, UnaryOp::Sigmoid),
         "Tanh" => unary(imp, cx, UnaryOp::Tanh),
@@ -214,7 +234,6 @@ pub(crate) fn map_node(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
             let alpha = cx.attrs.float_or("alpha", 0.01)?;
             unary(imp, cx, UnaryOp::LeakyRelu { alpha })
         }
-        "Clip" => clip(imp, cx),
         "Add" => binary(imp, cx, BinaryOp::Add),
         "Sub" => binary(imp, cx, BinaryOp::Sub),
         "Mul" => binary(imp, cx, BinaryOp::Mul),
@@ -260,7 +279,7 @@ pub(crate) fn map_node(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
 // ---- helpers ----
 
 /// Normalizes `axis` against `rank` (valid range `-rank..rank`).
-fn axis(a: i64, rank: usize, what: &str) -> NResult<usize> {
+pub(crate) fn axis(a: i64, rank: usize, what: &str) -> NResult<usize> {
     let r = rank as i64;
     if a < -r || a >= r {
         return invalid(format!("{what} {a} is out of range for rank {rank}"));
@@ -285,7 +304,7 @@ fn axes_sorted(list: &[i64], rank: usize, what: &str) -> NResult<Vec<usize>> {
 const MAX_WINDOW_ATTR: i64 = 1 << 31;
 
 /// An INTS attribute of non-negative (or, with `positive`, strictly positive) window sizes.
-fn window_attr(cx: &NodeCx, name: &str, positive: bool) -> NResult<Option<Vec<usize>>> {
+pub(crate) fn window_attr(cx: &NodeCx, name: &str, positive: bool) -> NResult<Option<Vec<usize>>> {
     let Some(v) = cx.attrs.ints(name)? else {
         return Ok(None);
     };
@@ -306,7 +325,7 @@ fn window_attr(cx: &NodeCx, name: &str, positive: bool) -> NResult<Option<Vec<us
 }
 
 /// A constant parameter input as i64s; it must be an integer tensor of rank 0 or 1.
-fn int_list(t: &Tensor, what: &str) -> NResult<Vec<i64>> {
+pub(crate) fn int_list(t: &Tensor, what: &str) -> NResult<Vec<i64>> {
     if !t.dtype().is_int() {
         return invalid(format!("{what} must be an integer tensor, got {}", t.ty()));
     }
@@ -327,45 +346,6 @@ fn all_inputs(imp: &Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
 fn unary(imp: &mut Importer, cx: &NodeCx, u: UnaryOp) -> NResult<Vec<Value>> {
     let x = imp.req(cx, 0, "X")?;
     imp.add(cx, Op::Unary(u), &[Some(x)])
-}
-
-fn dropout(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
-    let x = imp.req(cx, 0, "data")?;
-    // From opset 12 the mode is an input; training mode changes the output, inference is the identity.
-    if cx.opset >= 12 {
-        if let Some(t) = imp.const_input(cx, 2, "`training_mode`")? {
-            if t.len() != 1 {
-                return invalid(format!("`training_mode` must be a scalar, got {}", t.ty()));
-            }
-            if t.get_i64(0) != 0 {
-                return unsupported("training_mode = true is not supported (inference only)");
-            }
-        }
-    }
-    imp.add(cx, Op::Identity, &[Some(x)])
-}
-
-fn clip(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
-    let x = imp.req(cx, 0, "input")?;
-    let (min, max) = if cx.opset < 11 {
-        (
-            cx.attrs.float_or("min", f32::NEG_INFINITY)?,
-            cx.attrs.float_or("max", f32::INFINITY)?,
-        )
-    } else {
-        let bound = |imp: &mut Importer, i: usize, what: &str, default: f32| -> NResult<f32> {
-            match imp.const_input(cx, i, what)? {
-                None => Ok(default),
-                Some(t) if t.len() == 1 => Ok(t.get_f64(0) as f32),
-                Some(t) => invalid(format!("{what} must be a scalar, got {}", t.ty())),
-            }
-        };
-        (
-            bound(imp, 1, "`min`", f32::NEG_INFINITY)?,
-            bound(imp, 2, "`max`", f32::INFINITY)?,
-        )
-    };
-    imp.add(cx, Op::Unary(UnaryOp::Clip { min, max }), &[Some(x)])
 }
 
 fn binary(imp: &mut Importer, cx: &NodeCx, op: BinaryOp) -> NResult<Vec<Value>> {
@@ -440,7 +420,7 @@ fn gemm(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
     imp.add(cx, Op::Gemm(g), &[Some(a), Some(b), c])
 }
 
-fn auto_pad(cx: &NodeCx) -> NResult<AutoPad> {
+pub(crate) fn auto_pad(cx: &NodeCx) -> NResult<AutoPad> {
     Ok(match cx.attrs.string("auto_pad")?.unwrap_or("NOTSET") {
         "NOTSET" | "" => AutoPad::NotSet,
         "SAME_UPPER" => AutoPad::SameUpper,
@@ -452,14 +432,14 @@ fn auto_pad(cx: &NodeCx) -> NResult<AutoPad> {
 
 /// Window geometry shared by Conv and the pools: kernel, strides, dilations and explicit pads, with
 /// `auto_pad` resolved against the static spatial input dims.
-struct Window {
-    kernel: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
-    pads: Vec<usize>,
+pub(crate) struct Window {
+    pub(crate) kernel: Vec<usize>,
+    pub(crate) strides: Vec<usize>,
+    pub(crate) dilations: Vec<usize>,
+    pub(crate) pads: Vec<usize>,
 }
 
-fn window(cx: &NodeCx, spatial: &[usize], kernel: Vec<usize>) -> NResult<Window> {
+pub(crate) fn window(cx: &NodeCx, spatial: &[usize], kernel: Vec<usize>) -> NResult<Window> {
     let r = spatial.len();
     let strides = window_attr(cx, "strides", true)?.unwrap_or_else(|| vec![1; r]);
     let dilations = window_attr(cx, "dilations", true)?.unwrap_or_else(|| vec![1; r]);
@@ -548,7 +528,15 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> NResult<Vec<Value>> 
         ceil_mode: cx.attrs.flag("ceil_mode", false)?,
         count_include_pad: cx.attrs.flag("count_include_pad", false)?,
     };
-    // `storage_order` only affects the Indices output, which check_node refuses when read.
+    // `storage_order` only affects the Indices output, computed only when the node names it.
+    if kind == PoolKind::Max && cx.node.output.get(1).is_some_and(|o| !o.is_empty()) {
+        let column_major = cx.attrs.flag("storage_order", false)?;
+        let op = kiln_ir::ops::MaxPoolIndices {
+            pool: op,
+            column_major,
+        };
+        return imp.add(cx, Op::MaxPoolIndices(op), &[Some(x)]);
+    }
     imp.add(cx, Op::Pool(op), &[Some(x)])
 }
 
@@ -565,7 +553,7 @@ fn batch_norm(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
         return unsupported("spatial = 0 (per-activation statistics) is not supported");
     }
     if cx.attrs.flag("training_mode", false)? {
-        return unsupported("training_mode = 1 is not supported (inference only)");
+        return crate::ops_norm::batch_norm_training(imp, cx);
     }
     let _ = cx.attrs.float("momentum")?;
     let _ = cx.attrs.int("is_test")?;

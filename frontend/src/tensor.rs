@@ -5,6 +5,7 @@
 
 use crate::onnx::tensor_proto::{DataLocation, DataType};
 use crate::onnx::TensorProto;
+use crate::ImportError;
 use kiln_ir::{DType, Tensor};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -153,6 +154,46 @@ pub(crate) fn decode(mut t: TensorProto, src: DataSource<'_>) -> Result<Tensor, 
     };
     let data = clear_pad_nibble(dtype, count, data);
     Tensor::from_bytes(dtype, shape, data).map_err(|e| TensorError::Invalid(e.to_string()))
+}
+
+/// Decodes one serialized `TensorProto` on its own (an ONNX test-data `.pb` file, say) into its name
+/// and value. `file` labels the messages; external data is refused and a tensor larger than
+/// `max_bytes` is rejected before anything is allocated. An element type kiln cannot represent is
+/// [`ImportError::Unsupported`], so callers can tell "not yet" from "broken".
+pub fn decode_tensor_bytes(
+    bytes: &[u8],
+    file: &str,
+    max_bytes: u64,
+) -> Result<(String, Tensor), ImportError> {
+    use prost::Message;
+    let t = TensorProto::decode(bytes).map_err(|e| ImportError::Tensor {
+        file: file.to_owned(),
+        tensor: String::new(),
+        msg: format!("not a TensorProto: {e}"),
+    })?;
+    let name = t.name().to_owned();
+    let src = DataSource {
+        base_dir: None,
+        max_bytes,
+    };
+    match decode(t, src) {
+        Ok(v) => Ok((name, v)),
+        Err(TensorError::Unsupported(reason)) => {
+            Err(ImportError::Unsupported(vec![crate::UnsupportedNode {
+                file: file.to_owned(),
+                node: name,
+                op_type: "tensor".to_owned(),
+                domain: String::new(),
+                opset: 0,
+                reason,
+            }]))
+        }
+        Err(TensorError::Invalid(msg) | TensorError::External(msg)) => Err(ImportError::Tensor {
+            file: file.to_owned(),
+            tensor: name,
+            msg,
+        }),
+    }
 }
 
 /// 4-bit tensors of odd length leave the high nibble of their last byte unused; zero it so equal

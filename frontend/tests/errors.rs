@@ -157,7 +157,7 @@ fn every_unsupported_node_is_listed_at_once() {
         .node_named("join", "", "Add", &["a", "b"], &["d"], vec![])
         .node_named("fine", "", "Relu", &["x"], &["e"], vec![])
         // Downstream too, but unsupported in itself: reported.
-        .node_named("lrn", "", "LRN", &["d"], &["f"], vec![attr::int("size", 3)])
+        .node_named("lrn", "", "StringNormalizer", &["d"], &["f"], vec![])
         .output("f", elem::FLOAT, &[2, 3])
         .output("d", elem::FLOAT, &[2, 3])
         .output("c", elem::FLOAT, &[2, 3])
@@ -184,7 +184,7 @@ fn every_unsupported_node_is_listed_at_once() {
             ("weird", "FooBar", "", 17),
             ("fused", "FusedGemm", "com.microsoft", 1),
             ("mystery", "Thing", "org.example", 0),
-            ("lrn", "LRN", "", 17),
+            ("lrn", "StringNormalizer", "", 17),
         ]
     );
     assert!(list[0].reason.contains("no mapping"), "{}", list[0].reason);

@@ -135,26 +135,15 @@ fn clip_bounds_are_constant_inputs_from_opset_11() {
 }
 
 #[test]
-fn clip_bound_computed_at_run_time_is_unsupported() {
+fn clip_bound_computed_at_run_time_becomes_max() {
     let mut b = ModelBuilder::new("g").opset("", 13);
     b.input("x", elem::FLOAT, &[3])
         .input("lo", elem::FLOAT, &[])
         .node("Clip", &["x", "lo"], &["y"], vec![])
         .output("y", elem::FLOAT, &[3]);
-    let list = unsupported(&b);
-    assert_eq!(list.len(), 1);
-    assert_eq!(
-        (
-            list[0].node.as_str(),
-            list[0].op_type.as_str(),
-            list[0].opset
-        ),
-        ("Clip_0", "Clip", 13)
-    );
-    assert_eq!(
-        list[0].reason,
-        "Clip: `min` input is computed at run time (dynamic shapes not supported yet)"
-    );
+    let m = ok(&b);
+    assert_eq!(out_op(&m, "y"), Op::Binary(BinaryOp::Max));
+    assert_eq!(out_node(&m, "y").name, "Clip_0");
 }
 
 #[test]
@@ -545,25 +534,39 @@ fn pools() {
 }
 
 #[test]
-fn maxpool_indices_output_is_unsupported_only_when_read() {
+fn maxpool_indices_output_selects_the_indices_op() {
+    let mut b = ModelBuilder::new("g");
+    b.input("x", elem::FLOAT, &[1, 1, 4, 4])
+        .node(
+            "MaxPool",
+            &["x"],
+            &["y"],
+            vec![attr::ints("kernel_shape", &[2, 2])],
+        )
+        .output("y", elem::FLOAT, &[1, 1, 3, 3]);
+    assert!(matches!(out_op(&ok(&b), "y"), Op::Pool(_)));
+
+    // Naming the Indices output asks for them: the op that computes both.
     let mut b = ModelBuilder::new("g");
     b.input("x", elem::FLOAT, &[1, 1, 4, 4])
         .node(
             "MaxPool",
             &["x"],
             &["y", "idx"],
-            vec![attr::ints("kernel_shape", &[2, 2])],
+            vec![
+                attr::ints("kernel_shape", &[2, 2]),
+                attr::int("storage_order", 1),
+            ],
         )
-        .output("y", elem::FLOAT, &[1, 1, 3, 3]);
-    assert_eq!(out_ty(&ok(&b), "y"), f32t(&[1, 1, 3, 3]));
-
-    b.output("idx", elem::INT64, &[1, 1, 3, 3]);
-    let list = unsupported(&b);
-    assert_eq!(
-        (list[0].node.as_str(), list[0].op_type.as_str()),
-        ("MaxPool_0", "MaxPool")
-    );
-    assert!(list[0].reason.contains("Indices"), "{}", list[0].reason);
+        .output("y", elem::FLOAT, &[1, 1, 3, 3])
+        .output("idx", elem::INT64, &[1, 1, 3, 3]);
+    let m = ok(&b);
+    match out_op(&m, "idx") {
+        Op::MaxPoolIndices(p) => assert!(p.column_major),
+        other => panic!("expected max_pool_indices, got {}", other.name()),
+    }
+    assert_eq!(out_ty(&m, "idx"), ty(DType::I64, &[1, 1, 3, 3]));
+    assert_eq!(out_ty(&m, "y"), f32t(&[1, 1, 3, 3]));
 }
 
 fn bn_model(
@@ -619,11 +622,7 @@ fn batch_norm_training_forms_are_unsupported() {
             .reason
             .contains("spatial")
     );
-    assert!(
-        unsupported(&bn_model(15, vec![attr::int("training_mode", 1)], &["y"]))[0]
-            .reason
-            .contains("training_mode")
-    );
+    // training_mode = 1 (opset 14 on) is supported: see ops_norm.rs.
 }
 
 #[test]
@@ -798,13 +797,18 @@ fn identity_and_dropout() {
 }
 
 #[test]
-fn dropout_mask_or_training_mode_is_unsupported() {
+fn dropout_mask_is_ones_and_training_mode_is_unsupported() {
     let mut b = ModelBuilder::new("g");
     b.input("x", elem::FLOAT, &[3])
         .node("Dropout", &["x"], &["d", "mask"], vec![])
         .output("d", elem::FLOAT, &[3])
         .output("mask", elem::BOOL, &[3]);
-    assert!(unsupported(&b)[0].reason.contains("mask"));
+    let m = ok(&b);
+    let mask = out_const(&m, "mask");
+    assert_eq!(
+        (mask.dtype(), mask.to_i64_vec()),
+        (DType::Bool, vec![1, 1, 1])
+    );
 
     let mut b = ModelBuilder::new("g");
     b.input("x", elem::FLOAT, &[3])

@@ -88,7 +88,10 @@ impl DType {
 
     /// True for the signed integer dtypes.
     pub fn is_signed_int(self) -> bool {
-        matches!(self, DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::I4)
+        matches!(
+            self,
+            DType::I64 | DType::I32 | DType::I16 | DType::I8 | DType::I4
+        )
     }
 
     /// Name used by the textual IR (`f32`, `i64`, `bool`, ...).

@@ -93,14 +93,21 @@ pub struct Graph {
 impl Graph {
     /// An empty graph.
     pub fn new(name: impl Into<String>) -> Self {
-        Graph { name: name.into(), ..Default::default() }
+        Graph {
+            name: name.into(),
+            ..Default::default()
+        }
     }
 
     /// Adds a graph input.
     pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> Value {
         let name = name.into();
         let index = self.inputs.len();
-        let id = self.g.add_node(Node { name: name.clone(), op: Op::Input(index), outputs: vec![ValueInfo { name, ty }] });
+        let id = self.g.add_node(Node {
+            name: name.clone(),
+            op: Op::Input(index),
+            outputs: vec![ValueInfo { name, ty }],
+        });
         self.inputs.push(id);
         Value { node: id, slot: 0 }
     }
@@ -109,7 +116,11 @@ impl Graph {
     pub fn add_const(&mut self, name: impl Into<String>, t: Tensor) -> Value {
         let name = name.into();
         let ty = t.ty();
-        let id = self.g.add_node(Node { name: name.clone(), op: Op::Const(t), outputs: vec![ValueInfo { name, ty }] });
+        let id = self.g.add_node(Node {
+            name: name.clone(),
+            op: Op::Const(t),
+            outputs: vec![ValueInfo { name, ty }],
+        });
         Value { node: id, slot: 0 }
     }
 
@@ -128,7 +139,10 @@ impl Graph {
             .into_iter()
             .enumerate()
             .map(|(i, ty)| ValueInfo {
-                name: output_names.get(i).map(|s| s.to_string()).unwrap_or_else(|| format!("{name}:{i}")),
+                name: output_names
+                    .get(i)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| format!("{name}:{i}")),
                 ty,
             })
             .collect();
@@ -137,26 +151,51 @@ impl Graph {
 
     /// Adds a node whose output types are already known (the parser, and passes that build a node
     /// of the same type as the one it replaces). The verifier checks them.
-    pub fn add_node_typed(&mut self, name: String, op: Op, inputs: &[Option<Value>], outputs: Vec<ValueInfo>) -> Vec<Value> {
+    pub fn add_node_typed(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: &[Option<Value>],
+        outputs: Vec<ValueInfo>,
+    ) -> Vec<Value> {
         let n = outputs.len();
         let id = self.g.add_node(Node { name, op, outputs });
         for (dst_slot, v) in inputs.iter().enumerate() {
             if let Some(v) = v {
-                self.g.add_edge(v.node, id, Edge { src_slot: v.slot, dst_slot: dst_slot as u32 });
+                self.g.add_edge(
+                    v.node,
+                    id,
+                    Edge {
+                        src_slot: v.slot,
+                        dst_slot: dst_slot as u32,
+                    },
+                );
             }
         }
         (0..n as u32).map(|slot| Value { node: id, slot }).collect()
     }
 
     /// Runs `op`'s type inference on the given inputs.
-    pub fn infer(&self, name: &str, op: &Op, inputs: &[Option<Value>]) -> Result<Vec<TensorType>, GraphError> {
+    pub fn infer(
+        &self,
+        name: &str,
+        op: &Op,
+        inputs: &[Option<Value>],
+    ) -> Result<Vec<TensorType>, GraphError> {
         let facts: Vec<Option<Fact>> = inputs.iter().map(|v| v.map(|v| self.fact(v))).collect();
-        op.infer(&facts).map_err(|source| GraphError::Op { node: name.to_string(), op: op.name().to_string(), source })
+        op.infer(&facts).map_err(|source| GraphError::Op {
+            node: name.to_string(),
+            op: op.name().to_string(),
+            source,
+        })
     }
 
     /// What is known about a value: its type, and its data if it is a constant.
     pub fn fact(&self, v: Value) -> Fact<'_> {
-        Fact { ty: self.ty(v), value: self.const_value(v) }
+        Fact {
+            ty: self.ty(v),
+            value: self.const_value(v),
+        }
     }
 
     /// The node with this id.
@@ -201,7 +240,10 @@ impl Graph {
             if ins.len() <= slot {
                 ins.resize(slot + 1, None);
             }
-            ins[slot] = Some(Value { node: e.source(), slot: w.src_slot });
+            ins[slot] = Some(Value {
+                node: e.source(),
+                slot: w.src_slot,
+            });
         }
         ins
     }
@@ -238,7 +280,14 @@ impl Graph {
             .collect();
         for (eid, target, w) in edges {
             self.g.remove_edge(eid);
-            self.g.add_edge(new.node, target, Edge { src_slot: new.slot, dst_slot: w.dst_slot });
+            self.g.add_edge(
+                new.node,
+                target,
+                Edge {
+                    src_slot: new.slot,
+                    dst_slot: w.dst_slot,
+                },
+            );
         }
         for (_, o) in self.outputs.iter_mut() {
             if *o == old {
@@ -259,13 +308,24 @@ impl Graph {
             self.g.remove_edge(e);
         }
         if let Some(v) = v {
-            self.g.add_edge(v.node, node, Edge { src_slot: v.slot, dst_slot: slot as u32 });
+            self.g.add_edge(
+                v.node,
+                node,
+                Edge {
+                    src_slot: v.slot,
+                    dst_slot: slot as u32,
+                },
+            );
         }
     }
 
     /// Removes a node and its edges. Graph inputs cannot be removed.
     pub fn remove_node(&mut self, id: NodeId) {
-        assert!(!self.inputs.contains(&id), "remove_node: {} is a graph input", self.g[id].name);
+        assert!(
+            !self.inputs.contains(&id),
+            "remove_node: {} is a graph input",
+            self.g[id].name
+        );
         self.g.remove_node(id);
     }
 
@@ -304,7 +364,11 @@ impl Graph {
             }
         }
         if order.len() != self.g.node_count() {
-            let stuck = self.g.node_indices().find(|id| indeg[id] > 0).expect("a node left with inputs");
+            let stuck = self
+                .g
+                .node_indices()
+                .find(|id| indeg[id] > 0)
+                .expect("a node left with inputs");
             return Err(GraphError::Cycle(self.g[stuck].name.clone()));
         }
         Ok(order)

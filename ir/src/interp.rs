@@ -17,19 +17,43 @@ pub fn interpret(g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, GraphError
         let node = g.node(id);
         let outs = match &node.op {
             Op::Input(i) => {
-                let t = inputs.get(*i).ok_or_else(|| op_err(g, id, format!("no value given for input {i}")))?;
+                let t = inputs
+                    .get(*i)
+                    .ok_or_else(|| op_err(g, id, format!("no value given for input {i}")))?;
                 if t.ty() != node.outputs[0].ty {
-                    return Err(op_err(g, id, format!("input {i} is {} but the graph takes {}", t.ty(), node.outputs[0].ty)));
+                    return Err(op_err(
+                        g,
+                        id,
+                        format!(
+                            "input {i} is {} but the graph takes {}",
+                            t.ty(),
+                            node.outputs[0].ty
+                        ),
+                    ));
                 }
                 vec![t.clone()]
             }
             op => {
-                let ins: Vec<Option<&Tensor>> = g.inputs(id).iter().map(|v| v.map(|v| &values[&v])).collect();
-                op.eval(&ins).map_err(|source| GraphError::Op { node: node.name.clone(), op: op.name().to_string(), source })?
+                let ins: Vec<Option<&Tensor>> = g
+                    .inputs(id)
+                    .iter()
+                    .map(|v| v.map(|v| &values[&v]))
+                    .collect();
+                op.eval(&ins).map_err(|source| GraphError::Op {
+                    node: node.name.clone(),
+                    op: op.name().to_string(),
+                    source,
+                })?
             }
         };
         for (slot, t) in outs.into_iter().enumerate() {
-            values.insert(Value { node: id, slot: slot as u32 }, t);
+            values.insert(
+                Value {
+                    node: id,
+                    slot: slot as u32,
+                },
+                t,
+            );
         }
     }
     Ok(g.outputs.iter().map(|(_, v)| values[v].clone()).collect())

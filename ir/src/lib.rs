@@ -26,8 +26,8 @@ mod verify;
 
 pub use attr::{Attr, Attrs};
 pub use dtype::DType;
-pub use interp::interpret;
 pub use graph::{Edge, Graph, GraphError, Node, NodeId, Value, ValueInfo};
+pub use interp::interpret;
 pub use ops::{Op, OpError};
 pub use parse::{parse, ParseError};
 pub use print::{print, print_node, PrintOptions};

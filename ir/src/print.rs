@@ -28,7 +28,9 @@ pub struct PrintOptions {
 
 impl Default for PrintOptions {
     fn default() -> Self {
-        PrintOptions { max_const_elems: 16 }
+        PrintOptions {
+            max_const_elems: 16,
+        }
     }
 }
 
@@ -36,7 +38,8 @@ impl Default for PrintOptions {
 /// graphs).
 pub fn print(g: &Graph, opts: PrintOptions) -> String {
     let order = g.topo_order().expect("print: graph has a cycle");
-    let numbers: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let numbers: HashMap<NodeId, usize> =
+        order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     let mut s = String::new();
     writeln!(s, "graph {:?} {{", g.name).unwrap();
     for &id in &order {
@@ -53,7 +56,8 @@ pub fn print(g: &Graph, opts: PrintOptions) -> String {
 
 /// Prints one node's line, numbering values by their node index (for error messages).
 pub fn print_node(g: &Graph, id: NodeId) -> String {
-    let numbers: HashMap<NodeId, usize> = g.node_ids().into_iter().map(|n| (n, n.index())).collect();
+    let numbers: HashMap<NodeId, usize> =
+        g.node_ids().into_iter().map(|n| (n, n.index())).collect();
     node_line(g, id, &numbers, PrintOptions::default())
 }
 
@@ -66,14 +70,31 @@ fn value_ref(v: Value, numbers: &HashMap<NodeId, usize>) -> String {
     }
 }
 
-fn node_line(g: &Graph, id: NodeId, numbers: &HashMap<NodeId, usize>, opts: PrintOptions) -> String {
+fn node_line(
+    g: &Graph,
+    id: NodeId,
+    numbers: &HashMap<NodeId, usize>,
+    opts: PrintOptions,
+) -> String {
     let node = g.node(id);
     let mut s = String::new();
     for (slot, out) in node.outputs.iter().enumerate() {
         if slot > 0 {
             s.push_str(", ");
         }
-        write!(s, "{}: {}", value_ref(Value { node: id, slot: slot as u32 }, numbers), out.ty).unwrap();
+        write!(
+            s,
+            "{}: {}",
+            value_ref(
+                Value {
+                    node: id,
+                    slot: slot as u32
+                },
+                numbers
+            ),
+            out.ty
+        )
+        .unwrap();
     }
     write!(s, " = {}", node.op.name()).unwrap();
     match &node.op {
@@ -83,8 +104,11 @@ fn node_line(g: &Graph, id: NodeId, numbers: &HashMap<NodeId, usize>, opts: Prin
         }
         Op::Input(_) => {}
         _ => {
-            let ins: Vec<String> =
-                g.inputs(id).iter().map(|v| v.map_or_else(|| "_".to_string(), |v| value_ref(v, numbers))).collect();
+            let ins: Vec<String> = g
+                .inputs(id)
+                .iter()
+                .map(|v| v.map_or_else(|| "_".to_string(), |v| value_ref(v, numbers)))
+                .collect();
             write!(s, "({})", ins.join(", ")).unwrap();
         }
     }

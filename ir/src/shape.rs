@@ -59,7 +59,10 @@ pub struct TensorType {
 impl TensorType {
     /// A tensor type with constant dimensions.
     pub fn new(dtype: DType, dims: &[usize]) -> Self {
-        TensorType { dtype, shape: dims.iter().map(|&d| Dim::Const(d)).collect() }
+        TensorType {
+            dtype,
+            shape: dims.iter().map(|&d| Dim::Const(d)).collect(),
+        }
     }
 
     /// Rank (number of dimensions).

@@ -80,12 +80,14 @@ impl Tensor {
             DType::F64 => values
                 .iter()
                 .for_each(|&v| out.extend_from_slice(&v.to_le_bytes())),
-            DType::F16 => values
-                .iter()
-                .for_each(|&v| out.extend_from_slice(&f16::from_f64(v).to_le_bytes())),
-            DType::BF16 => values
-                .iter()
-                .for_each(|&v| out.extend_from_slice(&bf16::from_f64(v).to_le_bytes())),
+            // Through f32 rounded to odd, so that the one rounding to nearest even that follows is
+            // correct (`half`'s own f64 conversions round twice).
+            DType::F16 => values.iter().for_each(|&v| {
+                out.extend_from_slice(&f16::from_f32(f64_to_f32_odd(v)).to_le_bytes())
+            }),
+            DType::BF16 => values.iter().for_each(|&v| {
+                out.extend_from_slice(&bf16::from_f32(f64_to_f32_odd(v)).to_le_bytes())
+            }),
             DType::Bool => values.iter().for_each(|&v| out.push((v != 0.0) as u8)),
             _ => {
                 let ints: Vec<i64> = values.iter().map(|&v| float_to_int(v, dtype)).collect();
@@ -251,6 +253,18 @@ impl Tensor {
         }
         if self.dtype.is_float() {
             Tensor::from_f64(to, self.shape.clone(), &self.to_f64_vec())
+        } else if to == DType::F32 {
+            // Straight to f32 (correctly rounded), not through f64, which would round twice for
+            // 64-bit integers above 2^53; u64 is read unsigned.
+            let v: Vec<f32> = (0..self.len())
+                .map(|i| match self.dtype {
+                    DType::U64 => self.get_i64(i) as u64 as f32,
+                    _ => self.get_i64(i) as f32,
+                })
+                .collect();
+            Tensor::from_f32(self.shape.clone(), &v)
+        } else if self.dtype == DType::U64 && to.is_float() {
+            Tensor::from_f64(to, self.shape.clone(), &self.to_f64_vec())
         } else {
             Tensor::from_i64(to, self.shape.clone(), &self.to_i64_vec())
         }
@@ -314,6 +328,22 @@ impl Tensor {
         self.data.iter().copied().for_each(eat);
         h
     }
+}
+
+/// `v` rounded to f32 toward zero, with the last bit set when that was inexact ("round to odd").
+/// Rounding the result to nearest once more, to a format with at least two fewer significant bits
+/// (binary16, bfloat16), gives the correctly rounded value of `v`.
+fn f64_to_f32_odd(v: f64) -> f32 {
+    let r = v as f32;
+    if v.is_nan() || r as f64 == v {
+        return r;
+    }
+    let mut bits = r.to_bits();
+    if (r as f64).abs() > v.abs() {
+        // Rounded away from zero (possibly to inf): step back toward zero.
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
 }
 
 fn float_to_int(v: f64, dtype: DType) -> i64 {

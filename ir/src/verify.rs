@@ -27,7 +27,10 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
     g.topo_order().map_err(|e| fail(None, e.to_string()))?;
     for (i, &id) in g.inputs.iter().enumerate() {
         if !g.contains(id) || g.node(id).op != Op::Input(i) {
-            return Err(fail(g.contains(id).then_some(id), format!("graph input {i} is not an input node")));
+            return Err(fail(
+                g.contains(id).then_some(id),
+                format!("graph input {i} is not an input node"),
+            ));
         }
     }
     for id in g.node_ids() {
@@ -35,31 +38,58 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
         let ins = g.inputs(id);
         for v in ins.iter().flatten() {
             if v.slot as usize >= g.node(v.node).outputs.len() {
-                return Err(fail(Some(id), format!("reads slot {} of a node with {} outputs", v.slot, g.node(v.node).outputs.len())));
+                return Err(fail(
+                    Some(id),
+                    format!(
+                        "reads slot {} of a node with {} outputs",
+                        v.slot,
+                        g.node(v.node).outputs.len()
+                    ),
+                ));
             }
         }
         match &node.op {
             Op::Input(i) => {
                 if g.inputs.get(*i) != Some(&id) {
-                    return Err(fail(Some(id), format!("input node claims index {i} but is not that graph input")));
+                    return Err(fail(
+                        Some(id),
+                        format!("input node claims index {i} but is not that graph input"),
+                    ));
                 }
                 if !ins.is_empty() {
                     return Err(fail(Some(id), "input node has inputs".into()));
                 }
             }
             op => {
-                let inferred = g.infer(&node.name, op, &ins).map_err(|e| fail(Some(id), e.to_string()))?;
+                let inferred = g
+                    .infer(&node.name, op, &ins)
+                    .map_err(|e| fail(Some(id), e.to_string()))?;
                 let have: Vec<_> = node.outputs.iter().map(|o| o.ty.clone()).collect();
                 if inferred != have {
-                    let show = |v: &[crate::TensorType]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
-                    return Err(fail(Some(id), format!("output types are [{}] but inference says [{}]", show(&have), show(&inferred))));
+                    let show = |v: &[crate::TensorType]| {
+                        v.iter()
+                            .map(|t| t.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    return Err(fail(
+                        Some(id),
+                        format!(
+                            "output types are [{}] but inference says [{}]",
+                            show(&have),
+                            show(&inferred)
+                        ),
+                    ));
                 }
             }
         }
     }
     for (name, v) in &g.outputs {
         if !g.contains(v.node) || v.slot as usize >= g.node(v.node).outputs.len() {
-            return Err(fail(None, format!("graph output {name:?} names a value that does not exist")));
+            return Err(fail(
+                None,
+                format!("graph output {name:?} names a value that does not exist"),
+            ));
         }
     }
     Ok(())

@@ -16,7 +16,9 @@ pub struct ConstFold {
 
 impl Default for ConstFold {
     fn default() -> Self {
-        ConstFold { max_growth_bytes: 1 << 16 }
+        ConstFold {
+            max_growth_bytes: 1 << 16,
+        }
     }
 }
 
@@ -35,15 +37,25 @@ impl Pass for ConstFold {
             let ins = g.inputs(id);
             let results = match &node.op {
                 Op::Shape(shape) => {
-                    let Some(dims) = ins.first().copied().flatten().and_then(|x| g.ty(x).dims()) else { continue };
+                    let Some(dims) = ins.first().copied().flatten().and_then(|x| g.ty(x).dims())
+                    else {
+                        continue;
+                    };
                     vec![shape.value_for(&dims)]
                 }
                 op => {
-                    let consts: Option<Vec<Option<&Tensor>>> =
-                        ins.iter().map(|v| v.map(|v| g.const_value(v).ok_or(()))).map(|r| r.transpose().ok()).collect();
+                    let consts: Option<Vec<Option<&Tensor>>> = ins
+                        .iter()
+                        .map(|v| v.map(|v| g.const_value(v).ok_or(())))
+                        .map(|r| r.transpose().ok())
+                        .collect();
                     let Some(consts) = consts else { continue };
                     let in_bytes: usize = consts.iter().flatten().map(|t| t.bytes().len()).sum();
-                    let out_bytes: usize = node.outputs.iter().map(|o| o.ty.byte_size().unwrap_or(usize::MAX)).sum();
+                    let out_bytes: usize = node
+                        .outputs
+                        .iter()
+                        .map(|o| o.ty.byte_size().unwrap_or(usize::MAX))
+                        .sum();
                     if out_bytes > in_bytes.max(self.max_growth_bytes) {
                         continue;
                     }
@@ -67,9 +79,19 @@ impl Pass for ConstFold {
             let name = g.node(id).name.clone();
             let outs = g.node(id).outputs.clone();
             for (slot, t) in results.into_iter().enumerate() {
-                assert_eq!(t.ty(), outs[slot].ty, "const-fold: evaluator of node {name:?} changed its type");
+                assert_eq!(
+                    t.ty(),
+                    outs[slot].ty,
+                    "const-fold: evaluator of node {name:?} changed its type"
+                );
                 let c = g.add_const(outs[slot].name.clone(), t);
-                g.replace_all_uses(Value { node: id, slot: slot as u32 }, c);
+                g.replace_all_uses(
+                    Value {
+                        node: id,
+                        slot: slot as u32,
+                    },
+                    c,
+                );
             }
             changed = true;
         }

@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 
 /// The default pipeline, in order. Every pipeline kiln runs is listed here.
 pub fn pipeline() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(ConstFold::default()), Box::new(RemoveIdentity), Box::new(DeadNodes)]
+    vec![
+        Box::new(ConstFold::default()),
+        Box::new(RemoveIdentity),
+        Box::new(DeadNodes),
+    ]
 }
 
 /// What one pass did.
@@ -48,23 +52,38 @@ pub struct Driver {
 
 impl Default for Driver {
     fn default() -> Self {
-        Driver { verify: cfg!(debug_assertions), print_after: None, fuel: None, print_options: PrintOptions::default() }
+        Driver {
+            verify: cfg!(debug_assertions),
+            print_after: None,
+            fuel: None,
+            print_options: PrintOptions::default(),
+        }
     }
 }
 
 impl Driver {
     /// Runs `passes` over `g` in order.
-    pub fn run(&self, g: &mut Graph, passes: &[Box<dyn Pass>]) -> Result<PipelineReport, PassError> {
+    pub fn run(
+        &self,
+        g: &mut Graph,
+        passes: &[Box<dyn Pass>],
+    ) -> Result<PipelineReport, PassError> {
         let names: Vec<&str> = passes.iter().map(|p| p.name()).collect();
         if let Some(want) = &self.print_after {
             if want != "input" && !names.contains(&want.as_str()) {
-                return Err(PassError::UnknownPass(want.clone(), format!("input, {}", names.join(", "))));
+                return Err(PassError::UnknownPass(
+                    want.clone(),
+                    format!("input, {}", names.join(", ")),
+                ));
             }
         }
         let mut fuel = self.fuel.map_or_else(Fuel::unlimited, Fuel::limited);
         let mut report = PipelineReport::default();
         if self.verify {
-            verify(g).map_err(|source| PassError::Verify { pass: "input", source })?;
+            verify(g).map_err(|source| PassError::Verify {
+                pass: "input",
+                source,
+            })?;
         }
         if self.print_after.as_deref() == Some("input") {
             report.printed = Some(print(g, self.print_options));
@@ -74,9 +93,17 @@ impl Driver {
             let changed = pass.run(g, &mut fuel)?;
             let time = start.elapsed();
             if self.verify {
-                verify(g).map_err(|source| PassError::Verify { pass: pass.name(), source })?;
+                verify(g).map_err(|source| PassError::Verify {
+                    pass: pass.name(),
+                    source,
+                })?;
             }
-            report.passes.push(PassRecord { name: pass.name(), time, changed, nodes_after: g.node_count() });
+            report.passes.push(PassRecord {
+                name: pass.name(),
+                time,
+                changed,
+                nodes_after: g.node_count(),
+            });
             if self.print_after.as_deref() == Some(pass.name()) {
                 report.printed = Some(print(g, self.print_options));
             }

@@ -38,12 +38,18 @@ pub struct Fuel {
 impl Fuel {
     /// No limit.
     pub fn unlimited() -> Self {
-        Fuel { left: None, used: 0 }
+        Fuel {
+            left: None,
+            used: 0,
+        }
     }
 
     /// At most `n` rewrites.
     pub fn limited(n: u64) -> Self {
-        Fuel { left: Some(n), used: 0 }
+        Fuel {
+            left: Some(n),
+            used: 0,
+        }
     }
 
     /// Asks for one rewrite; false once the budget is spent.

@@ -4,9 +4,9 @@
 //! against nothing at all: no libc, no libm, no allocator. Everything a model needs beyond its
 //! kernels is decided or generated at compile time by this crate:
 //!
-//! - [`math`]: inline Cranelift emitters for `exp`, `log`, `tanh`, `sigmoid`, `erf` and `pow`, for
-//!   `f32` scalars and `f32x4` vectors. They expand to plain arithmetic, so a `Softmax` or `Gelu`
-//!   never turns into a call to libm.
+//! - [`math`]: inline Cranelift emitters for `exp`, `log`, `tanh`, `sigmoid`, `erf`, `pow`, `sin`,
+//!   `cos` and `tan`, for `f32` scalars and `f32x4` vectors, and the f16/bf16 conversions. They
+//!   expand to plain arithmetic, so a `Softmax` or `Gelu` never turns into a call to libm.
 //! - [`plan`](mod@plan): the static memory planner that gives every intermediate tensor a fixed offset in a
 //!   single caller-provided arena, so the library never allocates.
 //! - [`header`]: the C header (`NAME.h`) that defines the fixed C ABI: input/output structs, arena

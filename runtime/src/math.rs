@@ -1,5 +1,6 @@
 //! Inline CLIF emitters for the transcendental functions kernels need (`exp`, `log`, `tanh`,
-//! `sigmoid`, `erf`, `pow`).
+//! `sigmoid`, `erf`, `pow`, `sin`, `cos`, `tan`), and the conversions between `f32` and the half
+//! formats (binary16, bfloat16) as bit manipulation.
 //!
 //! Every emitter works on an `f32` scalar or an `f32x4` vector (it dispatches on the type of its
 //! argument) and expands to straight-line code: no calls, no branches, no libm. A generated library
@@ -22,6 +23,13 @@
 //! - `pow`: `2^(y · log2|x|)` evaluated in `f64` (vectors as two `f64x2` halves) and rounded once,
 //!   so within 1 ulp everywhere, with the C99 special cases (Annex F.10.4.4) applied on top. In
 //!   `f32` the error of `y · ln x` would be amplified by `|y · ln x|`: tens of ulp for large results.
+//! - `sin`, `cos`: absolute error below `1e-6` for `|x|` up to about `1.6e6` (the argument is
+//!   reduced modulo `π/2` in `f64`, exactly up to there), `tan` a few ulp relative (tested in
+//!   `tests/math_ext.rs`).
+//! - The half conversions are exact (widening) or correctly rounded to nearest even (narrowing,
+//!   with `f64_to_f32_round_odd` first when the source is `f64`), NaN staying NaN. They use only
+//!   32-bit integer lane operations, so they lower natively on both targets (no `f16` type, no
+//!   F16C, no libcall) and vectorize as `i32x4`.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -737,5 +745,279 @@ impl<'a, 'b> Em<'a, 'b> {
             acc = self.madd(acc, x, c);
         }
         acc
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trigonometric functions and half-precision conversions.
+
+/// `sin x` for an `f32` scalar or `f32x4` vector. Absolute error below `1e-6` for `|x|` up to
+/// about `1.6e6` (`2^20 · π/2`, where the `f64` range reduction stops being exact); beyond that the
+/// result is still within `[-1, 1]` but carries no information. `sin(±inf) = sin(NaN) = NaN`.
+pub fn sin_with(b: &mut FunctionBuilder, x: Value, o: &MathOpts) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    Em::new(b, ty, o).trig(x, Trig::Sin)
+}
+
+/// `cos x`; same accuracy and special values as [`sin_with`].
+pub fn cos_with(b: &mut FunctionBuilder, x: Value, o: &MathOpts) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    Em::new(b, ty, o).trig(x, Trig::Cos)
+}
+
+/// `tan x` as `sin / cos` of the reduced argument: relative error of a few ulp away from the
+/// poles (range as for [`sin_with`]).
+pub fn tan_with(b: &mut FunctionBuilder, x: Value, o: &MathOpts) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    Em::new(b, ty, o).trig(x, Trig::Tan)
+}
+
+/// IEEE binary16 bits to `f32`, exactly (subnormals, infinities, NaN payloads kept). `h` is an
+/// `i32` (or `i32x4`) whose low 16 bits hold the half; the upper bits must be zero.
+pub fn f16_bits_to_f32(b: &mut FunctionBuilder, h: Value) -> Value {
+    Em::for_bits(b, h).f16_to_f32(h)
+}
+
+/// `f32` (or `f32x4`) to IEEE binary16 bits, rounding to nearest even: overflow gives `±inf`,
+/// tiny values become subnormals or `±0`, NaN stays NaN (quiet). The result is an `i32` (`i32x4`)
+/// with the half in its low 16 bits and zeros above.
+pub fn f32_to_f16_bits(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    Em::new(b, ty, &MathOpts::default()).f32_to_f16(x)
+}
+
+/// bfloat16 bits (low 16 bits of an `i32`/`i32x4`, upper bits zero) to `f32`, exactly.
+pub fn bf16_bits_to_f32(b: &mut FunctionBuilder, h: Value) -> Value {
+    let mut e = Em::for_bits(b, h);
+    let bits = e.b.ins().ishl_imm_u(h, 16);
+    e.float_of_bits(bits)
+}
+
+/// `f32` (or `f32x4`) to bfloat16 bits (low half of an `i32`/`i32x4`), rounding to nearest even;
+/// NaN stays NaN (quiet).
+pub fn f32_to_bf16_bits(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    Em::new(b, ty, &MathOpts::default()).f32_to_bf16(x)
+}
+
+/// `f64` to `f32` rounding to odd (truncate, and set the last bit when inexact). Rounding that
+/// result once more to a format at least two bits narrower (binary16, bfloat16) gives the correctly
+/// rounded narrow value, which rounding to nearest twice would not always.
+pub fn f64_to_f32_round_odd(b: &mut FunctionBuilder, x: Value) -> Value {
+    assert_eq!(
+        b.func.dfg.value_type(x),
+        types::F64,
+        "f64_to_f32_round_odd takes an f64 scalar"
+    );
+    let r = b.ins().fdemote(types::F32, x);
+    let back = b.ins().fpromote(types::F64, r);
+    // NaN compares unordered, so it is never "inexact" and keeps its demoted bits.
+    let inexact = b.ins().fcmp(FloatCC::OrderedNotEqual, back, x);
+    let ab = b.ins().fabs(back);
+    let ax = b.ins().fabs(x);
+    let away = b.ins().fcmp(FloatCC::GreaterThan, ab, ax);
+    let rb = b.ins().bitcast(types::I32, MemFlagsData::new(), r);
+    // Bits are sign-magnitude, so one less is the next value toward zero (inf becomes f32::MAX).
+    let dec = b.ins().iadd_imm_s(rb, -1);
+    let t = b.ins().select(away, dec, rb);
+    let odd = b.ins().bor_imm_u(t, 1);
+    let rb = b.ins().select(inexact, odd, rb);
+    b.ins().bitcast(types::F32, MemFlagsData::new(), rb)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trig {
+    Sin,
+    Cos,
+    Tan,
+}
+
+/// `π/2 = PIO2_HI + PIO2_LO` with `PIO2_HI` holding 33 significant bits, so `n · PIO2_HI` is exact
+/// for `|n| < 2^20` and `x - n · PIO2_HI` loses nothing.
+const PIO2_HI: f64 = 1.570_796_326_734_125_6;
+const PIO2_LO: f64 = 6.077_100_506_506_192e-11;
+/// `sin r = r + r^3 · S(r^2)` and `cos r = 1 - r^2 / 2 + r^4 · C(r^2)` on `|r| <= π/4` (Cephes
+/// single-precision fits, highest degree first).
+const SIN_P: [f32; 3] = [-1.951_529_6e-4, 8.332_161e-3, -1.666_665_5e-1];
+const COS_P: [f32; 3] = [2.443_315_7e-5, -1.388_731_6e-3, 4.166_664_6e-2];
+
+impl<'a, 'b> Em<'a, 'b> {
+    /// An emitter for the float type whose bit pattern type is `h`'s (`i32` or `i32x4`).
+    fn for_bits(b: &'a mut FunctionBuilder<'b>, h: Value) -> Self {
+        let ty = match b.func.dfg.value_type(h) {
+            types::I32 => types::F32,
+            types::I32X4 => types::F32X4,
+            other => panic!("kiln-runtime math: unsupported bits type {other} (want i32 or i32x4)"),
+        };
+        Em::new(b, ty, &MathOpts::default())
+    }
+
+    /// `m ? a : c` lane-wise for integer lanes (masks come from `icmp` on the same type).
+    fn isel(&mut self, m: Value, a: Value, c: Value) -> Value {
+        if self.vector() {
+            self.b.ins().bitselect(m, a, c)
+        } else {
+            self.b.ins().select(m, a, c)
+        }
+    }
+
+    fn icmpk(&mut self, cc: IntCC, a: Value, k: i64) -> Value {
+        let k = self.i(k);
+        self.icmp(cc, a, k)
+    }
+
+    fn iaddk(&mut self, a: Value, k: i64) -> Value {
+        let k = self.i(k);
+        self.b.ins().iadd(a, k)
+    }
+
+    fn iandk(&mut self, a: Value, k: i64) -> Value {
+        let k = self.i(k);
+        self.and(a, k)
+    }
+
+    fn f16_to_f32(&mut self, h: Value) -> Value {
+        let sign = self.iandk(h, 0x8000);
+        let sign = self.b.ins().ishl_imm_u(sign, 16);
+        let em = self.iandk(h, 0x7fff);
+        let shifted = self.b.ins().ishl_imm_u(em, 13);
+        // Normal: rebias the exponent from 15 to 127.
+        let normal = self.iaddk(shifted, 0x3800_0000);
+        // Subnormal: 0.5 + em · 2^-24 is exact in f32, and subtracting 0.5 leaves em · 2^-24
+        // exactly (no subnormal arithmetic involved).
+        let half_bits = self.i(0x3f00_0000);
+        let sb = self.or(em, half_bits);
+        let sf = self.float_of_bits(sb);
+        let sf = self.addk(sf, -0.5);
+        let sub = self.bits_of(sf);
+        // Infinity and NaN: all-ones exponent, mantissa (payload) kept.
+        let top = self.i(0x7f80_0000);
+        let infnan = self.or(shifted, top);
+        let is_sub = self.icmpk(IntCC::SignedLessThan, em, 0x400);
+        let is_infnan = self.icmpk(IntCC::SignedGreaterThanOrEqual, em, 0x7c00);
+        let r = self.isel(is_sub, sub, normal);
+        let r = self.isel(is_infnan, infnan, r);
+        let r = self.or(r, sign);
+        self.float_of_bits(r)
+    }
+
+    fn f32_to_f16(&mut self, x: Value) -> Value {
+        let bits = self.bits_of(x);
+        let sign_mask = self.i(i64::from(i32::MIN));
+        let sign = self.and(bits, sign_mask);
+        let a = self.b.ins().bxor(bits, sign);
+        // |x| >= 2^16 (or inf/NaN): inf, or a quiet NaN.
+        let is_big = self.icmpk(IntCC::SignedGreaterThanOrEqual, a, 0x4780_0000);
+        let is_nan = self.icmpk(IntCC::SignedGreaterThan, a, 0x7f80_0000);
+        let inf = self.i(0x7c00);
+        let qnan = self.i(0x7e00);
+        let big = self.isel(is_nan, qnan, inf);
+        // |x| < 2^-14: a subnormal half (or zero). Adding 0.5, whose ulp is 2^-24 (the half
+        // subnormal step), rounds |x| to that step to nearest even; the low bits are the result
+        // (0x400 when it rounds up to the smallest normal, which is the right encoding).
+        let is_sub = self.icmpk(IntCC::SignedLessThan, a, 0x3880_0000);
+        let af = self.float_of_bits(a);
+        let s = self.addk(af, 0.5);
+        let sb = self.bits_of(s);
+        let sub = self.iaddk(sb, -0x3f00_0000);
+        // Normal: rebias the exponent and round the 13 dropped bits to nearest even; a carry
+        // runs into the exponent (and up to inf) as it should.
+        let odd = self.b.ins().ushr_imm_u(a, 13);
+        let odd = self.iandk(odd, 1);
+        let t = self.iaddk(a, 0xfff - 0x3800_0000);
+        let t = self.b.ins().iadd(t, odd);
+        let normal = self.b.ins().ushr_imm_u(t, 13);
+        let r = self.isel(is_sub, sub, normal);
+        let r = self.isel(is_big, big, r);
+        let s16 = self.b.ins().ushr_imm_u(sign, 16);
+        self.or(r, s16)
+    }
+
+    fn f32_to_bf16(&mut self, x: Value) -> Value {
+        let bits = self.bits_of(x);
+        let abs = self.iandk(bits, 0x7fff_ffff);
+        let is_nan = self.icmpk(IntCC::SignedGreaterThan, abs, 0x7f80_0000);
+        let hi = self.b.ins().ushr_imm_u(bits, 16);
+        let quiet = self.i(0x40);
+        let nan = self.or(hi, quiet);
+        let odd = self.iandk(hi, 1);
+        let t = self.iaddk(bits, 0x7fff);
+        let t = self.b.ins().iadd(t, odd);
+        let rounded = self.b.ins().ushr_imm_u(t, 16);
+        self.isel(is_nan, nan, rounded)
+    }
+
+    /// Reduces `x` to `r = x - n π/2` with `|r| <= π/4` (in `f64`, exact for `|n| < 2^20`) and
+    /// returns `(r, n)` as floats of the emitter's type (`n` exact below `2^24`). `|r|` is
+    /// clamped to 1 so that garbage from huge arguments stays bounded.
+    fn reduce_pio2(&mut self, x: Value) -> (Value, Value) {
+        if !self.vector() {
+            let xd = self.b.ins().fpromote(types::F64, x);
+            let (r, n) = self.f64_em().reduce_pio2_64(xd);
+            let r = self.b.ins().fdemote(types::F32, r);
+            let n = self.b.ins().fdemote(types::F32, n);
+            return (r, n);
+        }
+        let (lo, hi) = self.split(x);
+        let (r_lo, n_lo) = self.f64_em().reduce_pio2_64(lo);
+        let (r_hi, n_hi) = self.f64_em().reduce_pio2_64(hi);
+        let r_lo = self.b.ins().fvdemote(r_lo);
+        let r_hi = self.b.ins().fvdemote(r_hi);
+        let n_lo = self.b.ins().fvdemote(n_lo);
+        let n_hi = self.b.ins().fvdemote(n_hi);
+        let r = self.shuffle_f32x4(r_lo, r_hi, [0, 1, 4, 5]);
+        let n = self.shuffle_f32x4(n_lo, n_hi, [0, 1, 4, 5]);
+        (r, n)
+    }
+
+    /// [`Em::reduce_pio2`] on `f64` lanes.
+    fn reduce_pio2_64(&mut self, x: Value) -> (Value, Value) {
+        const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52: adding it rounds to an integer.
+        let t = self.muld(x, std::f64::consts::FRAC_2_PI);
+        let magic = self.d(MAGIC);
+        let k = self.add(t, magic);
+        let n = self.sub(k, magic);
+        let hi = self.muld(n, PIO2_HI);
+        let r = self.sub(x, hi);
+        let lo = self.muld(n, PIO2_LO);
+        let r = self.sub(r, lo);
+        let one = self.d(1.0);
+        let mone = self.d(-1.0);
+        let r = self.b.ins().fmin(r, one);
+        let r = self.b.ins().fmax(r, mone);
+        (r, n)
+    }
+
+    fn trig(&mut self, x: Value, f: Trig) -> Value {
+        let (r, n) = self.reduce_pio2(x);
+        let q = self.trunc_int(n);
+        // cos x = sin(x + π/2): one more quadrant.
+        let q = if f == Trig::Cos { self.iaddk(q, 1) } else { q };
+        let z = self.mul(r, r);
+        let ps = self.horner(z, &SIN_P);
+        let rz = self.mul(r, z);
+        let s = self.madd(rz, ps, r);
+        let pc = self.horner(z, &COS_P);
+        let zz = self.mul(z, z);
+        let mhalf = self.f(-0.5);
+        let one = self.f(1.0);
+        let c0 = self.madd(z, mhalf, one);
+        let c = self.madd(zz, pc, c0);
+        let q1 = self.iandk(q, 1);
+        let odd = self.icmpk(IntCC::Equal, q1, 1);
+        if f == Trig::Tan {
+            // tan(r + π/2) = -cos r / sin r.
+            let t = self.div(s, c);
+            let nc = self.b.ins().fneg(c);
+            let cot = self.div(nc, s);
+            return self.sel(odd, cot, t);
+        }
+        // sin(r + k π/2) for k = 0..3: sin r, cos r, -sin r, -cos r.
+        let v = self.sel(odd, c, s);
+        let q2 = self.iandk(q, 2);
+        let flip = self.b.ins().ishl_imm_u(q2, 30);
+        let vb = self.bits_of(v);
+        let vb = self.b.ins().bxor(vb, flip);
+        self.float_of_bits(vb)
     }
 }

@@ -5,11 +5,14 @@
 //! in this file are the shared shapes: dimension coalescing, loop nests over strided operands,
 //! byte copies and the vectorized elementwise map.
 
+pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
 pub(crate) mod layout;
+pub(crate) mod movement;
 pub(crate) mod norm;
+pub(crate) mod reduce;
 
 use crate::builder::{Kb, Ptr};
 use cranelift_codegen::ir::types::{F32, F32X4, I16, I32, I64, I8, I8X16};

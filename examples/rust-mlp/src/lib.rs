@@ -46,14 +46,20 @@ impl Default for Mlp {
 impl Mlp {
     /// Allocates the arena (the only memory the model needs besides its inputs and outputs).
     pub fn new() -> Self {
-        Mlp { arena: vec![Line([0; 64]); ARENA_SIZE.div_ceil(64).max(1)] }
+        Mlp {
+            arena: vec![Line([0; 64]); ARENA_SIZE.div_ceil(64).max(1)],
+        }
     }
 
     /// Runs the model on one input vector and returns the class probabilities.
     pub fn run(&mut self, input: &[f32; INPUT_LEN]) -> Result<[f32; OUTPUT_LEN], RunError> {
         let mut probs = [0f32; OUTPUT_LEN];
-        let inputs = ffi::Inputs { input: input.as_ptr() };
-        let mut outputs = ffi::Outputs { probs: probs.as_mut_ptr() };
+        let inputs = ffi::Inputs {
+            input: input.as_ptr(),
+        };
+        let mut outputs = ffi::Outputs {
+            probs: probs.as_mut_ptr(),
+        };
         // SAFETY: the pointers cover the element counts kiln compiled for; the arena is ARENA_SIZE bytes,
         // 64-byte aligned, and borrowed mutably for the duration of the call.
         let rc = unsafe { ffi::mlp_run(&inputs, &mut outputs, self.arena.as_mut_ptr().cast()) };
@@ -70,7 +76,11 @@ mod tests {
     use super::*;
 
     fn floats(path: &str) -> Vec<f32> {
-        std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        std::fs::read(path)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     #[test]
@@ -80,16 +90,24 @@ mod tests {
         let want = floats(&format!("{dir}/output_0.bin"));
         let got = Mlp::new().run(&input).unwrap();
         for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "got {got:?}, onnxruntime {want:?}");
+            assert!(
+                (g - w).abs() <= 1e-5 + 1e-4 * w.abs(),
+                "got {got:?}, onnxruntime {want:?}"
+            );
         }
-        assert!((got.iter().sum::<f32>() - 1.0).abs() < 1e-5, "softmax output sums to 1");
+        assert!(
+            (got.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+            "softmax output sums to 1"
+        );
     }
 
     #[test]
     fn two_instances_run_concurrently() {
         let input = [0.25f32; INPUT_LEN];
         let want = Mlp::new().run(&input).unwrap();
-        let handles: Vec<_> = (0..2).map(|_| std::thread::spawn(move || Mlp::new().run(&input).unwrap())).collect();
+        let handles: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(move || Mlp::new().run(&input).unwrap()))
+            .collect();
         for h in handles {
             assert_eq!(h.join().unwrap(), want);
         }

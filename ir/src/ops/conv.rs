@@ -111,7 +111,7 @@ fn window_out(
 
 /// Input coordinate read by output position `o`, kernel tap `k` on one spatial axis, or `None` when the
 /// tap falls in the padding. The arithmetic is in i128 so no attribute values can overflow it.
-fn tap(
+pub(super) fn tap(
     o: usize,
     k: usize,
     stride: usize,
@@ -123,7 +123,7 @@ fn tap(
     (0..input as i128).contains(&p).then_some(p as usize)
 }
 
-fn check_window(
+pub(super) fn check_window(
     name: &str,
     rank: usize,
     kernel: &[usize],
@@ -376,7 +376,10 @@ impl Pool {
                 xd.len()
             ));
         }
-        if !x.ty.dtype.is_float() {
+        // Max pooling only compares, so it is exact on integers too (up to 32 bits through the f64
+        // evaluator); averages are float-only.
+        let max_int = self.kind == PoolKind::Max && x.ty.dtype.is_int() && x.ty.dtype.bits() >= 8;
+        if !x.ty.dtype.is_float() && !max_int {
             return Err(OpError::Unsupported(format!(
                 "{} on {}",
                 self.name(),
@@ -412,7 +415,7 @@ impl Pool {
 
     /// Spatial output sizes, after checking that every window reads at least one input element (a
     /// window of padding only has no maximum, and no average when padding is not counted).
-    fn out_spatial(&self, xd: &[usize]) -> Result<Vec<usize>, OpError> {
+    pub(crate) fn out_spatial(&self, xd: &[usize]) -> Result<Vec<usize>, OpError> {
         let r = xd.len() - 2;
         let mut out = Vec::with_capacity(r);
         for i in 0..r {

@@ -164,7 +164,9 @@ pub fn matmul_shapes(
 
 pub(crate) fn matmul_infer(ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
     let (a, b) = (req(ins, 0)?, req(ins, 1)?);
-    if !a.ty.dtype.is_float() || a.ty.dtype != b.ty.dtype {
+    // Integers multiply too (exact in the f64 evaluator up to 2^53); bool and 4-bit do not.
+    let numeric = a.ty.dtype.is_float() || (a.ty.dtype.is_int() && a.ty.dtype.bits() >= 8);
+    if !numeric || a.ty.dtype != b.ty.dtype {
         return Err(OpError::Unsupported(format!(
             "matmul on {} x {}",
             a.ty.dtype, b.ty.dtype

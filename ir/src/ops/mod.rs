@@ -4,17 +4,33 @@
 //! evaluator. [`Op`] dispatches to them. The same inference serves the frontend, every pass, the verifier
 //! and the backend. To add an op, see `docs/DESIGN.md` ("Adding an op").
 
+mod attention;
 mod conv;
+mod conv_extra;
+mod einsum;
 mod elementwise;
 mod layout;
 mod linalg;
+mod movement;
 mod norm;
+mod reduce;
+mod resize;
 
+pub use attention::{Attention, Rotary, RotaryDims};
 pub use conv::{resolve_auto_pad, AutoPad, Conv, GlobalPool, Pool, PoolKind};
+pub use conv_extra::{ConvTranspose, MaxPoolIndices};
+pub use einsum::{Einsum, EinsumPlan};
 pub use elementwise::{broadcast_shapes, BinaryOp, Cast, UnaryOp};
 pub use layout::{Concat, Flatten, Gather, Reshape, ShapeOf, Slice, Squeeze, Transpose, Unsqueeze};
 pub use linalg::{matmul_shapes, Gemm};
+pub use movement::{
+    CumSum, Expand, GatherElements, GatherNd, Movement, OneHot, Pad, PadMode, Reduction,
+    ScatterElements, ScatterNd, Tile, TopK, Trilu,
+};
 pub use norm::{BatchNorm, Softmax};
+pub use norm::{LayerNorm, Lrn};
+pub use reduce::{int_range, ArgReduce, Reduce, ReduceKind};
+pub use resize::{AxisPlan, CoordMode, NearestMode, Resize, ResizeMode};
 
 use crate::attr::{Attr, AttrError, Attrs};
 use crate::{Dim, Tensor, TensorType};
@@ -62,6 +78,8 @@ pub enum Op {
     Binary(BinaryOp),
     /// Element type conversion.
     Cast(Cast),
+    /// `cond ? x : y` with the three inputs broadcast together. Inputs: cond (bool), x, y.
+    Where,
     /// N-d convolution. Inputs: X, W, optional B.
     Conv(Conv),
     /// Max or average pooling over a window.
@@ -94,6 +112,35 @@ pub enum Op {
     Gather(Gather),
     /// The shape of the input as an i64 tensor.
     Shape(ShapeOf),
+    /// Data movement: expand, tile, pad, trilu, element gathers and scatters, one-hot, cumsum, top-k.
+    Movement(Movement),
+    /// Nearest, linear or cubic resampling. Input: X.
+    Resize(Resize),
+    /// Transposed convolution. Inputs: X, W, optional B.
+    ConvTranspose(ConvTranspose),
+    /// Max pooling with the indices of the maxima. Outputs: Y, Indices.
+    MaxPoolIndices(MaxPoolIndices),
+    /// Sum of products over labelled axes; any number of inputs.
+    Einsum(Einsum),
+    /// Reduction over a set of axes (ReduceSum, ReduceMean, ...).
+    Reduce(Reduce),
+    /// Index of the maximum or minimum along an axis.
+    ArgReduce(ArgReduce),
+    /// Log of the softmax along an axis.
+    LogSoftmax(Softmax),
+    /// One-hot of the first maximum along an axis.
+    Hardmax(Softmax),
+    /// Layer normalization over the trailing axes. Inputs: X, optional scale, optional bias;
+    /// outputs: Y, Mean, InvStdDev.
+    LayerNorm(LayerNorm),
+    /// RMS normalization over the trailing axes. Inputs: X, optional scale.
+    RmsNorm(LayerNorm),
+    /// Local response normalization across channels.
+    Lrn(Lrn),
+    /// Scaled dot-product attention. Inputs: Q, K, V, optional mask, optional nonpad_kv_seqlen.
+    Attention(Attention),
+    /// Rotary position embedding. Inputs: X, cos cache, sin cache, optional position_ids.
+    Rotary(Rotary),
 }
 
 impl Op {
@@ -106,6 +153,7 @@ impl Op {
             Op::Unary(u) => u.name(),
             Op::Binary(b) => b.name(),
             Op::Cast(_) => "cast",
+            Op::Where => "where",
             Op::Conv(_) => "conv",
             Op::Pool(p) => p.name(),
             Op::GlobalPool(p) => p.name(),
@@ -122,6 +170,20 @@ impl Op {
             Op::Slice(_) => "slice",
             Op::Gather(_) => "gather",
             Op::Shape(_) => "shape",
+            Op::Movement(m) => m.name(),
+            Op::Resize(_) => "resize",
+            Op::ConvTranspose(_) => "conv_transpose",
+            Op::MaxPoolIndices(_) => "max_pool_indices",
+            Op::Einsum(_) => "einsum",
+            Op::Reduce(r) => r.kind.name(),
+            Op::ArgReduce(a) => a.name(),
+            Op::LogSoftmax(_) => "log_softmax",
+            Op::Hardmax(_) => "hardmax",
+            Op::LayerNorm(_) => "layer_norm",
+            Op::RmsNorm(_) => "rms_norm",
+            Op::Lrn(_) => "lrn",
+            Op::Attention(_) => "attention",
+            Op::Rotary(_) => "rotary",
         }
     }
 
@@ -131,8 +193,12 @@ impl Op {
             Op::Input(_) | Op::Const(_) => 0,
             Op::Binary(_) | Op::MatMul | Op::Gather(_) => 2,
             Op::Conv(_) | Op::Gemm(_) => 3,
+            Op::Where => 3,
             Op::BatchNorm(_) => 5,
-            Op::Concat(_) => return None,
+            Op::Concat(_) | Op::Einsum(_) => return None,
+            Op::Movement(m) => m.max_inputs(),
+            Op::Resize(_) | Op::MaxPoolIndices(_) => 1,
+            Op::ConvTranspose(_) => 3,
             Op::Identity
             | Op::Unary(_)
             | Op::Cast(_)
@@ -146,6 +212,11 @@ impl Op {
             | Op::Unsqueeze(_)
             | Op::Slice(_)
             | Op::Shape(_) => 1,
+            Op::Reduce(_) | Op::ArgReduce(_) | Op::LogSoftmax(_) | Op::Hardmax(_) | Op::Lrn(_) => 1,
+            Op::RmsNorm(_) => 2,
+            Op::LayerNorm(_) => 3,
+            Op::Rotary(_) => 4,
+            Op::Attention(_) => 5,
         })
     }
 
@@ -170,6 +241,7 @@ impl Op {
             Op::Unary(u) => u.infer(ins),
             Op::Binary(b) => b.infer(ins),
             Op::Cast(c) => c.infer(ins),
+            Op::Where => elementwise::where_infer(ins),
             Op::Conv(c) => c.infer(ins),
             Op::Pool(p) => p.infer(ins),
             Op::GlobalPool(p) => p.infer(ins),
@@ -186,6 +258,19 @@ impl Op {
             Op::Slice(s) => s.infer(ins),
             Op::Gather(g) => g.infer(ins),
             Op::Shape(s) => s.infer(ins),
+            Op::Movement(m) => m.infer(ins),
+            Op::Resize(r) => r.infer(ins),
+            Op::ConvTranspose(c) => c.infer(ins),
+            Op::MaxPoolIndices(p) => p.infer(ins),
+            Op::Einsum(e) => e.infer(ins),
+            Op::Reduce(r) => r.infer(ins),
+            Op::ArgReduce(a) => a.infer(ins),
+            Op::LogSoftmax(s) | Op::Hardmax(s) => s.infer(ins),
+            Op::LayerNorm(n) => n.infer(ins, false),
+            Op::RmsNorm(n) => n.infer(ins, true),
+            Op::Lrn(n) => n.infer(ins),
+            Op::Attention(a) => a.infer(ins),
+            Op::Rotary(r) => r.infer(ins),
         }
     }
 
@@ -223,6 +308,7 @@ impl Op {
             Op::Unary(u) => u.eval(ins),
             Op::Binary(b) => b.eval(ins),
             Op::Cast(c) => c.eval(ins),
+            Op::Where => elementwise::where_eval(ins),
             Op::Conv(c) => c.eval(ins),
             Op::Pool(p) => p.eval(ins),
             Op::GlobalPool(p) => p.eval(ins),
@@ -239,6 +325,20 @@ impl Op {
             Op::Slice(s) => s.eval(ins),
             Op::Gather(g) => g.eval(ins),
             Op::Shape(s) => s.eval(ins),
+            Op::Movement(m) => m.eval(ins),
+            Op::Resize(r) => r.eval(ins),
+            Op::ConvTranspose(c) => c.eval(ins),
+            Op::MaxPoolIndices(p) => p.eval(ins),
+            Op::Einsum(e) => e.eval(ins),
+            Op::Reduce(r) => r.eval(ins),
+            Op::ArgReduce(a) => a.eval(ins),
+            Op::LogSoftmax(s) => s.eval_log(ins),
+            Op::Hardmax(s) => s.eval_hard(ins),
+            Op::LayerNorm(n) => n.eval(ins, false),
+            Op::RmsNorm(n) => n.eval(ins, true),
+            Op::Lrn(n) => n.eval(ins),
+            Op::Attention(a) => a.eval(ins),
+            Op::Rotary(r) => r.eval(ins),
         }
     }
 
@@ -251,6 +351,7 @@ impl Op {
             Op::Unary(u) => u.attrs(),
             Op::Binary(_) => vec![],
             Op::Cast(c) => c.attrs(),
+            Op::Where => vec![],
             Op::Conv(c) => c.attrs(),
             Op::Pool(p) => p.attrs(),
             Op::GlobalPool(_) => vec![],
@@ -266,6 +367,18 @@ impl Op {
             Op::Slice(s) => s.attrs(),
             Op::Gather(g) => g.attrs(),
             Op::Shape(s) => s.attrs(),
+            Op::Movement(m) => m.attrs(),
+            Op::Resize(r) => r.attrs(),
+            Op::ConvTranspose(c) => c.attrs(),
+            Op::MaxPoolIndices(p) => p.attrs(),
+            Op::Einsum(e) => e.attrs(),
+            Op::Reduce(r) => r.attrs(),
+            Op::ArgReduce(a) => a.attrs(),
+            Op::LogSoftmax(s) | Op::Hardmax(s) => s.attrs(),
+            Op::LayerNorm(n) | Op::RmsNorm(n) => n.attrs(),
+            Op::Lrn(n) => n.attrs(),
+            Op::Attention(a) => a.attrs(),
+            Op::Rotary(r) => r.attrs(),
         }
     }
 
@@ -278,10 +391,17 @@ impl Op {
         if let Some(b) = BinaryOp::from_name(name) {
             return Ok(Op::Binary(b));
         }
+        if let Some(k) = ReduceKind::from_name(name) {
+            return Ok(Op::Reduce(Reduce::from_attrs(k, a)?));
+        }
+        if let Some(m) = Movement::from_text(name, a)? {
+            return Ok(Op::Movement(m));
+        }
         Ok(match name {
             "identity" => Op::Identity,
             "matmul" => Op::MatMul,
             "cast" => Op::Cast(Cast::from_attrs(a)?),
+            "where" => Op::Where,
             "conv" => Op::Conv(Conv::from_attrs(a)?),
             "max_pool" => Op::Pool(Pool::from_attrs(PoolKind::Max, a)?),
             "avg_pool" => Op::Pool(Pool::from_attrs(PoolKind::Avg, a)?),
@@ -303,6 +423,19 @@ impl Op {
             "slice" => Op::Slice(Slice::from_attrs(a)?),
             "gather" => Op::Gather(Gather::from_attrs(a)?),
             "shape" => Op::Shape(ShapeOf::from_attrs(a)?),
+            "resize" => Op::Resize(Resize::from_attrs(a)?),
+            "conv_transpose" => Op::ConvTranspose(ConvTranspose::from_attrs(a)?),
+            "max_pool_indices" => Op::MaxPoolIndices(MaxPoolIndices::from_attrs(a)?),
+            "einsum" => Op::Einsum(Einsum::from_attrs(a)?),
+            "argmax" => Op::ArgReduce(ArgReduce::from_attrs(true, a)?),
+            "argmin" => Op::ArgReduce(ArgReduce::from_attrs(false, a)?),
+            "log_softmax" => Op::LogSoftmax(Softmax::from_attrs(a)?),
+            "hardmax" => Op::Hardmax(Softmax::from_attrs(a)?),
+            "layer_norm" => Op::LayerNorm(LayerNorm::from_attrs(a)?),
+            "rms_norm" => Op::RmsNorm(LayerNorm::from_attrs(a)?),
+            "lrn" => Op::Lrn(Lrn::from_attrs(a)?),
+            "attention" => Op::Attention(Attention::from_attrs(a)?),
+            "rotary" => Op::Rotary(Rotary::from_attrs(a)?),
             _ => return Err(OpError::Invalid(format!("unknown op `{name}`"))),
         })
     }
