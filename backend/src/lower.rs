@@ -288,6 +288,10 @@ impl<'g> Lowering<'g> {
             Op::Unary(_) | Op::Binary(_) | Op::Cast(_) | Op::Where => {
                 self.elementwise_family(id, &op)?
             }
+            // Convolution of other float dtypes runs the generic direct kernel.
+            Op::Conv(_) if g.input(id, 0).is_some_and(|x| g.ty(x).dtype != DType::F32) => {
+                self.movement_family(id, &op)?
+            }
             Op::Conv(c) => {
                 let x = self.input(id, 0)?;
                 let w = self.input(id, 1)?;

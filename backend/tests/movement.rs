@@ -493,3 +493,35 @@ fn f16_arithmetic_converts_exactly() {
     );
     check(&c);
 }
+
+#[test]
+fn convs_of_other_float_dtypes() {
+    use kiln_ir::ops::Conv;
+    let mut c = Case::new("conv_direct");
+    // f64, 2-D, groups, bias, padding, strides, dilations.
+    let x = c.input("x", DType::F64, &[2, 4, 5, 6], Gen::Uniform(-1.0, 1.0));
+    let w = c.input("w", DType::F64, &[6, 2, 3, 2], Gen::Uniform(-1.0, 1.0));
+    let b = c.input("b", DType::F64, &[6], Gen::Uniform(-1.0, 1.0));
+    let op = Op::Conv(Conv {
+        kernel_shape: vec![3, 2],
+        strides: vec![2, 1],
+        dilations: vec![1, 2],
+        pads: vec![1, 1, 1, 0],
+        group: 2,
+    });
+    c.out("conv_f64", op, &[x, w, b]);
+    // f16 and bf16, 1-D depthwise (a causal convolution's shape): products and sums in f32.
+    for (name, dt) in [("conv_f16", DType::F16), ("conv_bf16", DType::BF16)] {
+        let x = c.input(&format!("{name}_x"), dt, &[2, 4, 8], Gen::Ints(-4, 4));
+        let w = c.input(&format!("{name}_w"), dt, &[4, 1, 3], Gen::Ints(-3, 3));
+        let op = Op::Conv(Conv {
+            kernel_shape: vec![3],
+            strides: vec![1],
+            dilations: vec![1],
+            pads: vec![2, 0],
+            group: 4,
+        });
+        c.out(name, op, &[x, w]);
+    }
+    check(&c);
+}

@@ -330,18 +330,18 @@ fn unsupported_nodes_are_all_listed() {
     let x = g.add_input("x", TensorType::new(DType::I4, &[4, 2]));
     let perm = Op::Transpose(Transpose { perm: vec![1, 0] });
     let y = g.add_node("t4", perm, &[Some(x)], &["y"]).unwrap()[0];
+    // Average pooling runs on f32 only (f16 convolution and max pooling have a generic kernel).
     let h = g.add_input("h", TensorType::new(DType::F16, &[1, 1, 4, 4]));
-    let k = g.add_const("k", Tensor::zeros(DType::F16, vec![1, 1, 3, 3]));
-    let conv = Op::Conv(Conv {
+    let pool = Op::Pool(kiln_ir::ops::Pool {
+        kind: kiln_ir::ops::PoolKind::Avg,
         kernel_shape: vec![3, 3],
         strides: vec![1, 1],
-        dilations: vec![1, 1],
         pads: vec![0; 4],
-        group: 1,
+        dilations: vec![1, 1],
+        ceil_mode: false,
+        count_include_pad: false,
     });
-    let z = g
-        .add_node("conv16", conv, &[Some(h), Some(k)], &["z"])
-        .unwrap()[0];
+    let z = g.add_node("pool16", pool, &[Some(h)], &["z"]).unwrap()[0];
     g.outputs = vec![("y".into(), y), ("z".into(), z)];
     let err = compile(&g, &options("m", Arch::X86_64, WeightsMode::Embedded)).unwrap_err();
     let BackendError::Many(list) = &err else {
@@ -353,7 +353,7 @@ fn unsupported_nodes_are_all_listed() {
         text.contains("node \"t4\" (transpose): unsupported: transpose of i4"),
         "{text}"
     );
-    assert!(text.contains("node \"conv16\" (conv)"), "{text}");
+    assert!(text.contains("node \"pool16\" (avg_pool)"), "{text}");
 }
 
 #[test]

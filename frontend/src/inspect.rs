@@ -340,8 +340,15 @@ impl fmt::Display for Inspection {
             .map(|(k, _)| k.len())
             .max()
             .unwrap_or(0);
+        // Coverage at a glance: every op type says whether kiln compiles all of its nodes.
         for (op, n) in &self.op_histogram {
-            writeln!(f, "  {op:<width$}  {n}")?;
+            let bad = self.unsupported.iter().filter(|u| u.op_type == *op).count();
+            let mark = match bad {
+                0 => "supported".to_string(),
+                b if b == *n => "UNSUPPORTED".to_string(),
+                b => format!("{b} of {n} nodes unsupported"),
+            };
+            writeln!(f, "  {op:<width$}  {n:>5}  {mark}")?;
         }
         if self.unsupported.is_empty() {
             writeln!(f, "unsupported: none")?;

@@ -10,6 +10,7 @@
 
 pub mod builder;
 pub mod proto;
+mod since;
 
 mod attrs;
 mod error;

@@ -156,6 +156,12 @@ pub(crate) fn check_node(cx: &NodeCx, used: &[bool]) -> NResult<()> {
             cx.op_type
         ));
     };
+    if let Some(since) = crate::since::since_version(cx.op_type).filter(|&v| cx.opset < v) {
+        return invalid(format!(
+            "{} does not exist before opset {since}, but the model imports opset {} of the default domain",
+            cx.op_type, cx.opset
+        ));
+    }
     if let Some(d) = cx.attrs.duplicate() {
         return invalid(format!("attribute `{d}` is given twice"));
     }

@@ -1380,6 +1380,128 @@ pub(crate) fn max_pool_kernel(kb: &mut Kb, s: &MaxPoolSpec) {
     });
 }
 
+// ---- direct convolution of any float dtype ----
+
+/// Static description of a convolution for the generic direct kernel.
+#[derive(Clone, Debug)]
+pub(crate) struct DirectConvSpec {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Output channels.
+    pub m: usize,
+    /// Groups.
+    pub group: usize,
+    /// Input spatial dims.
+    pub input: Vec<usize>,
+    /// Kernel spatial dims.
+    pub kernel: Vec<usize>,
+    /// Strides.
+    pub strides: Vec<usize>,
+    /// Dilations.
+    pub dilations: Vec<usize>,
+    /// Begin pads.
+    pub pads_begin: Vec<usize>,
+    /// Output spatial dims.
+    pub output: Vec<usize>,
+    /// A bias operand follows W.
+    pub bias: bool,
+    /// Element arithmetic (accumulates in f32 for the half types, f64 for f64).
+    pub ar: Arith,
+    /// Element size.
+    pub esize: usize,
+}
+
+/// Operands: x, w, [b], y. Every output element sums `x * w` over its group's channels and the
+/// taps inside the input (taps in the padding are read at a clamped index and discarded), widened
+/// to the compute type and rounded once at the end. The f32 path (im2col + GEMM) is in `conv`.
+pub(crate) fn direct_conv_kernel(kb: &mut Kb, s: &DirectConvSpec) {
+    let (x, w) = (kb.args[0], kb.args[1]);
+    let b = s.bias.then(|| kb.args[2]);
+    let y = kb.args[if s.bias { 3 } else { 2 }];
+    let r = s.input.len();
+    let es = s.esize as i64;
+    let (cg, mg) = (s.c / s.group, s.m / s.group);
+    let iplane: usize = s.input.iter().product();
+    let oplane: usize = s.output.iter().product();
+    let ksize: usize = s.kernel.iter().product();
+    let istr = dense_strides(&s.input, es);
+    let ostr = dense_strides(&s.output, es);
+    let kstr = dense_strides(&s.kernel, es);
+    kb.for_n(s.n, |kb, ni| {
+        let xn = kb.index(x, ni, (s.c * iplane) as i64 * es);
+        let yn = kb.index(y, ni, (s.m * oplane) as i64 * es);
+        kb.for_n(s.m, |kb, mi| {
+            let gi = kb.b.ins().udiv_imm_s(mi, mg as i64);
+            let xg = kb.index(xn, gi, (cg * iplane) as i64 * es);
+            let wm = kb.index(w, mi, (cg * ksize) as i64 * es);
+            let ym = kb.index(yn, mi, oplane as i64 * es);
+            super::conv::index_nest(kb, &s.output, &mut |kb, os| {
+                let os = os.to_vec();
+                let init = match b {
+                    Some(b) => {
+                        let bp = kb.index(b, mi, es);
+                        s.ar.load(kb, bp, 0)
+                    }
+                    None => s.ar.zero(kb),
+                };
+                let acc = kb.var(s.ar.ty(), init);
+                kb.for_n(cg, |kb, cl| {
+                    let xc = kb.index(xg, cl, iplane as i64 * es);
+                    let wc = kb.index(wm, cl, ksize as i64 * es);
+                    super::conv::index_nest(kb, &s.kernel, &mut |kb, ks| {
+                        let mut ok: Option<Value> = None;
+                        let mut xo = kb.iconst(0);
+                        let mut wo = kb.iconst(0);
+                        for a in 0..r {
+                            let p = kb.b.ins().imul_imm_s(os[a], s.strides[a] as i64);
+                            let q = kb.b.ins().imul_imm_s(ks[a], s.dilations[a] as i64);
+                            let i = kb.b.ins().iadd(p, q);
+                            let i = kb.b.ins().iadd_imm_s(i, -(s.pads_begin[a] as i64));
+                            let inb = kb.b.ins().icmp_imm_u(
+                                IntCC::UnsignedLessThan,
+                                i,
+                                s.input[a] as i64,
+                            );
+                            ok = Some(match ok {
+                                None => inb,
+                                Some(v) => kb.b.ins().band(v, inb),
+                            });
+                            let zero = kb.iconst(0);
+                            let hi = kb.iconst(s.input[a] as i64 - 1);
+                            let c = kb.b.ins().smax(i, zero);
+                            let c = kb.b.ins().smin(c, hi);
+                            let t = kb.scale(c, istr[a]);
+                            xo = kb.b.ins().iadd(xo, t);
+                            let t = kb.scale(ks[a], kstr[a]);
+                            wo = kb.b.ins().iadd(wo, t);
+                        }
+                        let ok = ok.expect("at least one spatial axis");
+                        let xp = kb.at(xc, xo);
+                        let wp = kb.at(wc, wo);
+                        let xv = s.ar.load(kb, xp, 0);
+                        let wv = s.ar.load(kb, wp, 0);
+                        let prod = s.ar.mul(kb, xv, wv);
+                        let cur = kb.get(acc);
+                        let sum = s.ar.add(kb, cur, prod);
+                        let nx = kb.b.ins().select(ok, sum, cur);
+                        kb.set(acc, nx);
+                    });
+                });
+                let mut oo = kb.iconst(0);
+                for a in 0..r {
+                    let t = kb.scale(os[a], ostr[a]);
+                    oo = kb.b.ins().iadd(oo, t);
+                }
+                let v = kb.get(acc);
+                let d = kb.at(ym, oo);
+                s.ar.store(kb, v, d, 0);
+            });
+        });
+    });
+}
+
 // ---- Einsum ----
 
 /// Static description of an einsum: output loops, summed loops, byte strides per operand.

@@ -8,8 +8,8 @@
 use super::{esize, unsupported, Arg, Lowering, Step};
 use crate::builder::Kb;
 use crate::kernels::movement::{
-    self as mv, Arith, AxisMap, ConvTransposeSpec, EinsumSpec, ElementsSpec, MaxPoolSpec, NdSpec,
-    ResamplePass, TableGather, FILL,
+    self as mv, Arith, AxisMap, ConvTransposeSpec, DirectConvSpec, EinsumSpec, ElementsSpec,
+    MaxPoolSpec, NdSpec, ResamplePass, TableGather, FILL,
 };
 use crate::kernels::{dense_strides, strided_copy};
 use crate::BackendError;
@@ -213,6 +213,39 @@ impl Lowering<'_> {
                 ))
             }
             Op::Einsum(e) => self.einsum(id, e),
+            Op::Conv(cv) => {
+                let (x, w) = (self.input(id, 0)?, self.input(id, 1)?);
+                let dt = self.dtype(x);
+                let ar = arith(dt, "conv")?;
+                let bias = g.input(id, 2);
+                let (xd, wd) = (self.dims(x), self.dims(w));
+                let r = xd.len() - 2;
+                let spec = DirectConvSpec {
+                    n: xd[0],
+                    c: xd[1],
+                    m: wd[0],
+                    group: cv.group,
+                    input: xd[2..].to_vec(),
+                    kernel: cv.kernel_shape.clone(),
+                    strides: cv.strides.clone(),
+                    dilations: cv.dilations.clone(),
+                    pads_begin: cv.pads[..r].to_vec(),
+                    output: ydims[2..].to_vec(),
+                    bias: bias.is_some(),
+                    ar,
+                    esize: dt.bits() / 8,
+                };
+                let mut args = vec![Arg::Val(x), Arg::Val(w)];
+                args.extend(bias.map(Arg::Val));
+                args.push(Arg::Val(y));
+                Ok(self.step(
+                    id,
+                    "conv_direct",
+                    args,
+                    vec![],
+                    Box::new(move |kb| mv::direct_conv_kernel(kb, &spec)),
+                ))
+            }
             other => unsup(format!("{} is not compiled by this family", other.name())),
         }
     }
