@@ -342,12 +342,12 @@ def measure(tool: str, model: str, runs: int, warmup: int, kiln: str, timeout: f
     if tool == "kiln-compile":
         with tempfile.TemporaryDirectory(prefix="kiln-bench-") as d:
             t = time.perf_counter()
-            p = subprocess.run([kiln, "compile", model, "--cpu", "native", "-o", d, "--name", "m"],
+            p = subprocess.run([kiln, "compile", model, "--cpu", "native", "-o", d, "--name", "bench_model"],
                                cwd=ROOT, capture_output=True, text=True, timeout=timeout)
             wall = time.perf_counter() - t
             if p.returncode != 0:
                 raise Failure((p.stderr.strip().splitlines() or ["compile failed"])[0][:300])
-            return {"compile_s": wall, "library_bytes": os.path.getsize(os.path.join(d, "libm.a"))}
+            return {"compile_s": wall, "library_bytes": os.path.getsize(os.path.join(d, "libbench_model.a"))}
     if tool in ("ort-1t", "ort-default"):
         threads = "1" if tool == "ort-1t" else "default"
         return run_json([sys.executable, os.path.abspath(__file__), "--ort-worker", model, "--threads", threads,
@@ -475,6 +475,14 @@ def build_report(rows: List[dict], meta: dict, gemm: Optional[str]) -> str:
     L.append("")
     L.append("kiln's compiled code against onnxruntime and tract, measured in one run of")
     L.append(f"`{meta['command']}`.")
+    L.append("")
+    L.append("To reproduce:")
+    L.append("")
+    L.append("```sh")
+    L.append("cargo build --release")
+    L.append("CARGO_TARGET_DIR=target/tract-runner cargo build --release --manifest-path bench/tract-runner/Cargo.toml")
+    L.append(meta["command"])
+    L.append("```")
     L.append("")
     L.append("## Machine and tools")
     L.append("")

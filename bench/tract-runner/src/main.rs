@@ -183,7 +183,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("tract-runner: {}: {e:?}", args.model);
+            eprintln!("tract-runner: {}: {e:#}", args.model);
             ExitCode::from(1)
         }
     }
