@@ -50,7 +50,6 @@ import math
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -618,6 +617,57 @@ def run_gemm() -> Optional[str]:
         return open(out).read()
 
 
+def self_test(kiln: str) -> int:
+    """Checks the FLOP counter on a model with hand-counted MACs, and that `pattern` gives the bytes
+    kiln's own driver feeds (through `kiln run` on a Relu/Cast model, when kiln is built)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    def vi(name, dims):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+    zeros = lambda name, dims: helper.make_tensor(name, TensorProto.FLOAT, dims, np.zeros(int(np.prod(dims)), np.float32))
+    g = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Gemm", ["a", "B"], ["d"], transA=1),
+            helper.make_node("MatMul", ["e", "C"], ["f"]),
+        ],
+        "flops",
+        [vi("x", [1, 3, 8, 8]), vi("a", [5, 2]), vi("e", [2, 4, 6])],
+        [vi("c", None), vi("d", None), vi("f", None)],
+        [zeros("W", [4, 3, 3, 3]), zeros("B", [5, 3]), zeros("C", [6, 7])],
+    )
+    # Conv: 4x8x8 outputs x 3x3x3 taps; Gemm: 2x3 outputs x K=5; MatMul: 2x4x7 outputs x K=6.
+    want = 2 * (4 * 8 * 8 * 27 + 2 * 3 * 5 + 2 * 4 * 7 * 6) / 1e6
+    ok = True
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "flops.onnx")
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+        got = count_mflops(path)
+        print(f"count_mflops: {got} (expected {want})")
+        ok &= got is not None and abs(got - want) < 1e-12
+        if os.path.exists(kiln):
+            g = helper.make_graph(
+                [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Identity", ["i"], ["j"])],
+                "pattern",
+                [vi("x", [3, 50]), helper.make_tensor_value_info("i", TensorProto.INT64, [7])],
+                [vi("y", [3, 50]), helper.make_tensor_value_info("j", TensorProto.INT64, [7])],
+            )
+            path = os.path.join(d, "pattern.onnx")
+            onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+            subprocess.run([kiln, "run", path, "--output-dir", d, "--show", "0"], check=True, capture_output=True)
+            same = np.array_equal(np.load(os.path.join(d, "y.npy")), pattern("float32", [3, 50])) and np.array_equal(
+                np.load(os.path.join(d, "j.npy")), pattern("int64", [7]))
+            print(f"pattern matches kiln's driver input: {same}")
+            ok &= same
+        else:
+            print(f"pattern: {kiln} not built, not checked")
+    print("self-test", "passed" if ok else "FAILED")
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", help="comma-separated model names (or .onnx paths); default: all")
@@ -632,6 +682,7 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--kiln", default=os.path.join(ROOT, "target", "release", "kiln"))
     ap.add_argument("--out", help="markdown file to write (default docs/BENCHMARKS.md on a full run)")
     ap.add_argument("--gemm", action="store_true", help="also run `cargo bench --bench gemm` and include its table")
+    ap.add_argument("--self-test", action="store_true", help="check the FLOP counter and the input pattern, then exit")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds before a measurement is abandoned")
     # Internal: one onnxruntime measurement in this (fresh) process.
     ap.add_argument("--ort-worker", metavar="MODEL", help=argparse.SUPPRESS)
@@ -646,6 +697,8 @@ def main(argv: Sequence[str]) -> int:
         print(json.dumps(ort_baseline()))
         return 0
 
+    if a.self_test:
+        return self_test(a.kiln)
     if a.quick:
         a.runs, a.rounds = 10, 1
     tools = [t.strip() for t in a.tools.split(",") if t.strip()]
