@@ -326,7 +326,8 @@ def run_json(cmd: List[str], timeout: float) -> dict:
         msg = (p.stderr.strip() or p.stdout.strip() or f"exit {p.returncode}").splitlines()
         # The first line that says what went wrong, not a backtrace.
         first = next((l for l in msg if "error" in l.lower()), msg[0] if msg else "")
-        raise Failure(first.strip()[:300])
+        # Paths relative to the repository: the report should not name this machine's folders.
+        raise Failure(first.strip().replace(ROOT + os.sep, "")[:300])
     try:
         return json.loads(p.stdout)
     except json.JSONDecodeError:
@@ -619,7 +620,7 @@ def run_gemm() -> Optional[str]:
 
 def self_test(kiln: str) -> int:
     """Checks the FLOP counter on a model with hand-counted MACs, and that `pattern` gives the bytes
-    kiln's own driver feeds (through `kiln run` on a Relu/Cast model, when kiln is built)."""
+    kiln's own driver feeds (through `kiln run` on an Identity model, when kiln is built)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper
@@ -627,7 +628,9 @@ def self_test(kiln: str) -> int:
     def vi(name, dims):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
-    zeros = lambda name, dims: helper.make_tensor(name, TensorProto.FLOAT, dims, np.zeros(int(np.prod(dims)), np.float32))
+    def zeros(name, dims):
+        return helper.make_tensor(name, TensorProto.FLOAT, dims, np.zeros(int(np.prod(dims)), np.float32))
+
     g = helper.make_graph(
         [
             helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
