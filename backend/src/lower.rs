@@ -299,20 +299,7 @@ impl<'g> Lowering<'g> {
                 f32_only("conv", self.dtype(x))?;
                 let xd = self.dims(x);
                 let wd = self.dims(w);
-                let r = xd.len() - 2;
-                let spec = ConvSpec {
-                    n: xd[0],
-                    c: xd[1],
-                    m: wd[0],
-                    group: c.group,
-                    input: xd[2..].to_vec(),
-                    kernel: c.kernel_shape.clone(),
-                    strides: c.strides.clone(),
-                    dilations: c.dilations.clone(),
-                    pads_begin: c.pads[..r].to_vec(),
-                    output: ydims[2..].to_vec(),
-                    bias: bias.is_some(),
-                };
+                let spec = ConvSpec::new(&c, &xd, &wd, &ydims, bias.is_some());
                 let mut args = vec![Arg::Val(x), Arg::Val(w)];
                 if let Some(b) = bias {
                     args.push(Arg::Val(b));

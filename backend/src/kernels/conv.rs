@@ -64,6 +64,32 @@ pub(crate) struct ConvSpec {
 }
 
 impl ConvSpec {
+    /// The spec of `conv` for input dims `xd`, weight dims `wd` and output dims `yd`.
+    pub(crate) fn new(
+        conv: &kiln_ir::ops::Conv,
+        xd: &[usize],
+        wd: &[usize],
+        yd: &[usize],
+        bias: bool,
+    ) -> ConvSpec {
+        let r = xd.len() - 2;
+        ConvSpec {
+            n: xd[0],
+            c: xd[1],
+            m: wd[0],
+            group: conv.group,
+            input: xd[2..].to_vec(),
+            kernel: conv.kernel_shape.clone(),
+            strides: conv.strides.clone(),
+            dilations: conv.dilations.clone(),
+            pads_begin: conv.pads[..r].to_vec(),
+            output: yd[2..].to_vec(),
+            bias,
+        }
+    }
+}
+
+impl ConvSpec {
     /// 1x1 kernel, unit strides, no padding: the input already is the column matrix.
     pub fn pointwise(&self) -> bool {
         self.kernel.iter().all(|&k| k == 1)

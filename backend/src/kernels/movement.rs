@@ -1385,32 +1385,19 @@ pub(crate) fn max_pool_kernel(kb: &mut Kb, s: &MaxPoolSpec) {
 /// Static description of a convolution for the generic direct kernel.
 #[derive(Clone, Debug)]
 pub(crate) struct DirectConvSpec {
-    /// Batch.
-    pub n: usize,
-    /// Input channels.
-    pub c: usize,
-    /// Output channels.
-    pub m: usize,
-    /// Groups.
-    pub group: usize,
-    /// Input spatial dims.
-    pub input: Vec<usize>,
-    /// Kernel spatial dims.
-    pub kernel: Vec<usize>,
-    /// Strides.
-    pub strides: Vec<usize>,
-    /// Dilations.
-    pub dilations: Vec<usize>,
-    /// Begin pads.
-    pub pads_begin: Vec<usize>,
-    /// Output spatial dims.
-    pub output: Vec<usize>,
-    /// A bias operand follows W.
-    pub bias: bool,
+    /// The convolution's shapes and window, as the f32 kernel sees them.
+    pub conv: super::conv::ConvSpec,
     /// Element arithmetic (accumulates in f32 for the half types, f64 for f64).
     pub ar: Arith,
     /// Element size.
     pub esize: usize,
+}
+
+impl std::ops::Deref for DirectConvSpec {
+    type Target = super::conv::ConvSpec;
+    fn deref(&self) -> &Self::Target {
+        &self.conv
+    }
 }
 
 /// Operands: x, w, [b], y. Every output element sums `x * w` over its group's channels and the

@@ -7,6 +7,7 @@
 
 use super::{esize, unsupported, Arg, Lowering, Step};
 use crate::builder::Kb;
+use crate::kernels::conv::ConvSpec;
 use crate::kernels::movement::{
     self as mv, Arith, AxisMap, ConvTransposeSpec, DirectConvSpec, EinsumSpec, ElementsSpec,
     MaxPoolSpec, NdSpec, ResamplePass, TableGather, FILL,
@@ -219,19 +220,8 @@ impl Lowering<'_> {
                 let ar = arith(dt, "conv")?;
                 let bias = g.input(id, 2);
                 let (xd, wd) = (self.dims(x), self.dims(w));
-                let r = xd.len() - 2;
                 let spec = DirectConvSpec {
-                    n: xd[0],
-                    c: xd[1],
-                    m: wd[0],
-                    group: cv.group,
-                    input: xd[2..].to_vec(),
-                    kernel: cv.kernel_shape.clone(),
-                    strides: cv.strides.clone(),
-                    dilations: cv.dilations.clone(),
-                    pads_begin: cv.pads[..r].to_vec(),
-                    output: ydims[2..].to_vec(),
-                    bias: bias.is_some(),
+                    conv: ConvSpec::new(cv, &xd, &wd, &ydims, bias.is_some()),
                     ar,
                     esize: dt.bits() / 8,
                 };
