@@ -223,59 +223,6 @@ fn log_f32(kb: &mut Kb, v: Value) -> Value {
     kiln_runtime::math::log_with(&mut kb.b, v, &o)
 }
 
-/// Hardmax over the middle axis of `[outer, axis, inner]`: 1 at the first maximum of every line
-/// (the first NaN, if any, as numpy's argmax), 0 elsewhere. Operands: x, y.
-pub(crate) fn hardmax_kernel(kb: &mut Kb, outer: usize, axis: usize, inner: usize) {
-    let (x, y) = (kb.args[0], kb.args[1]);
-    if axis == 0 {
-        return;
-    }
-    let stride = (inner * 4) as i64;
-    kb.for_n(outer * inner, |kb, pt| {
-        let (o, i) = if inner == 1 {
-            (pt, kb.iconst(0))
-        } else {
-            let o = kb.b.ins().udiv_imm_s(pt, inner as i64);
-            let i = kb.b.ins().urem_imm_s(pt, inner as i64);
-            (o, i)
-        };
-        let base = (axis * inner * 4) as i64;
-        let xo = kb.index(x, o, base);
-        let xp = kb.index(xo, i, 4);
-        let yo = kb.index(y, o, base);
-        let yp = kb.index(yo, i, 4);
-        let first = kb.load(F32, xp, 0);
-        let best = kb.var(F32, first);
-        let zero = kb.iconst(0);
-        let best_i = kb.var(I64, zero);
-        if axis > 1 {
-            kb.for_range(1, axis as i64, 1, |kb, a| {
-                let p = kb.index(xp, a, stride);
-                let v = kb.load(F32, p, 0);
-                let b = kb.get(best);
-                let gt = kb.b.ins().fcmp(FloatCC::GreaterThan, v, b);
-                let v_nan = kb.b.ins().fcmp(FloatCC::Unordered, v, v);
-                let b_ok = kb.b.ins().fcmp(FloatCC::Ordered, b, b);
-                let w = kb.b.ins().bor(gt, v_nan);
-                let better = kb.b.ins().band(w, b_ok);
-                let nb = kb.b.ins().select(better, v, b);
-                kb.set(best, nb);
-                let bi = kb.get(best_i);
-                let ni = kb.b.ins().select(better, a, bi);
-                kb.set(best_i, ni);
-            });
-        }
-        let bi = kb.get(best_i);
-        let (one, z) = (kb.fconst(1.0), kb.fconst(0.0));
-        kb.for_n(axis, |kb, a| {
-            let hit = kb.b.ins().icmp(IntCC::Equal, a, bi);
-            let v = kb.b.ins().select(hit, one, z);
-            let q = kb.index(yp, a, stride);
-            kb.store(v, q, 0);
-        });
-    });
-}
-
 /// The f32 sum of `n` contiguous terms `f(x)` at `p` (an f32x4 main loop and a scalar tail).
 fn row_sum(kb: &mut Kb, p: Ptr, n: usize, f: &dyn Fn(&mut Kb, Value) -> Value) -> Value {
     let main = n / 4 * 4;

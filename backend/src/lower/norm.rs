@@ -78,7 +78,6 @@ impl Lowering<'_> {
                         (DType::F32, SoftKind::Log) => {
                             kernels::norm::log_softmax_kernel(kb, o, a, i)
                         }
-                        (DType::F32, SoftKind::Hard) => kernels::norm::hardmax_kernel(kb, o, a, i),
                         _ => kernels::norm::softmax_generic_kernel(
                             kb,
                             Elem { dtype: d },
