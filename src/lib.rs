@@ -6,13 +6,11 @@
 //! command and by `build.rs` scripts:
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     kiln::Compiler::new("model/mnist.onnx")
-//!         .name("mnist")
-//!         .build_rs()
-//!         .expect("kiln failed to compile the model");
-//! }
+//! // in build.rs's main():
+//! kiln::Compiler::new("model/mnist.onnx")
+//!     .name("mnist")
+//!     .build_rs()
+//!     .expect("kiln failed to compile the model");
 //! ```
 //!
 //! See `docs/DESIGN.md` for the crate map and the design.

@@ -49,7 +49,7 @@ impl Toolchain {
                 .map(|o| o.status.success())
                 .unwrap_or(false)
         };
-        ok(&self.cc[0]) && self.run_prefix.first().map_or(true, |t| ok(t))
+        ok(&self.cc[0]) && self.run_prefix.first().is_none_or(|t| ok(t))
     }
 }
 
