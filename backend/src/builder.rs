@@ -40,6 +40,9 @@ pub(crate) struct Kb<'a> {
     pub cfg: CodegenCfg,
     /// The function's pointer parameters, in signature order.
     pub args: Vec<Ptr>,
+    /// For a kernel that splits its work: `(part, parts)`, both i64, the share this call computes
+    /// (see [`Kb::share`]). `None` in kernels that do all the work in one call.
+    pub part: Option<(Value, Value)>,
 }
 
 impl<'a> Kb<'a> {
@@ -306,6 +309,28 @@ impl<'a> Kb<'a> {
     pub fn exp(&mut self, x: Value) -> Value {
         let o = self.math();
         math::exp_with(&mut self.b, x, &o)
+    }
+
+    /// This call's share `[lo, hi)` of `units` independent work units (i64 values). With no
+    /// `part`, or as part `p` of `n`, the range `[units * p / n, units * (p + 1) / n)`: the parts
+    /// cover every unit exactly once and differ in size by at most one unit.
+    pub fn share(&mut self, units: usize) -> (Value, Value) {
+        match self.part {
+            None => {
+                let lo = self.iconst(0);
+                let hi = self.iconst(units as i64);
+                (lo, hi)
+            }
+            Some((p, n)) => {
+                let u = units as i64;
+                let a = self.b.ins().imul_imm_s(p, u);
+                let lo = self.b.ins().udiv(a, n);
+                let p1 = self.b.ins().iadd_imm_s(p, 1);
+                let b = self.b.ins().imul_imm_s(p1, u);
+                let hi = self.b.ins().udiv(b, n);
+                (lo, hi)
+            }
+        }
     }
 
     /// Returns from the kernel.

@@ -191,6 +191,7 @@ impl<'a> Emitter<'a> {
                 b,
                 cfg: self.cfg,
                 args,
+                part: None,
             };
             (req.build)(&mut kb);
             kb.ret();

@@ -46,6 +46,8 @@ pub(crate) struct Step {
     pub inplace: Vec<Value>,
     /// Emits the kernel body; `kb.args` are the operands' pointers in `args` order.
     pub build: Box<dyn Fn(&mut Kb)>,
+    /// The body honours [`Kb::share`], so the work can be split into parts run in parallel.
+    pub split: bool,
 }
 
 /// A compile-time constant that no graph value holds.
@@ -246,6 +248,7 @@ impl<'g> Lowering<'g> {
             writes: vec![Value { node: id, slot: 0 }],
             inplace,
             build,
+            split: false,
         })
     }
 
@@ -654,6 +657,7 @@ impl<'g> Lowering<'g> {
                         cs: 4,
                     },
                     add,
+                    post: Vec::new(),
                 };
                 kernels::gemm::gemm(kb, &spec);
             }),
@@ -739,6 +743,7 @@ impl<'g> Lowering<'g> {
                             cs: 4,
                         },
                         add: None,
+                        post: Vec::new(),
                     };
                     kernels::gemm::gemm(kb, &spec);
                 });

@@ -13,7 +13,7 @@ use crate::builder::{Kb, Ptr};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
-use kiln_ir::ops::PoolKind;
+use kiln_ir::ops::{PoolKind, UnaryOp};
 
 /// Emits nested loops over `dims` and calls `body` with the induction variables.
 pub(crate) fn index_nest(kb: &mut Kb, dims: &[usize], body: &mut dyn FnMut(&mut Kb, &[Value])) {
@@ -61,6 +61,8 @@ pub(crate) struct ConvSpec {
     pub output: Vec<usize>,
     /// A bias operand is present.
     pub bias: bool,
+    /// Activations applied to every output element, in order, before it is stored.
+    pub post: Vec<UnaryOp>,
 }
 
 impl ConvSpec {
@@ -85,6 +87,7 @@ impl ConvSpec {
             pads_begin: conv.pads[..r].to_vec(),
             output: yd[2..].to_vec(),
             bias,
+            post: Vec::new(),
         }
     }
 }
@@ -190,6 +193,7 @@ pub(crate) fn conv_kernel(kb: &mut Kb, s: &ConvSpec) {
                     cs: 4,
                 },
                 add,
+                post: s.post.clone(),
             };
             gemm(kb, &spec);
         });

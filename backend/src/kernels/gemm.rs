@@ -7,7 +7,9 @@
 //! k loop; A elements are broadcast from scalar loads, so A can have any strides (transposed A costs
 //! nothing).
 
+use super::elementwise::unary_float;
 use crate::builder::{Kb, Ptr};
+use kiln_ir::ops::UnaryOp;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
@@ -33,7 +35,7 @@ pub(crate) struct Addend {
 }
 
 /// One matrix product.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Gemm {
     /// Rows of the output.
     pub m: usize,
@@ -51,6 +53,9 @@ pub(crate) struct Gemm {
     pub y: Mat,
     /// Optional `beta * C`.
     pub add: Option<Addend>,
+    /// Activations applied in order to every output element after the addend, in registers
+    /// before the store (a fused Relu, Clip, ... of the producing node).
+    pub post: Vec<UnaryOp>,
 }
 
 const MR: usize = 4;
@@ -160,6 +165,9 @@ fn tile(kb: &mut Kb, g: &Gemm, m0: Value, rows: usize, n0: Value, nv: usize, vec
                     Some(bt) => kb.mul_add(c, bt, y),
                     None => kb.b.ins().fadd(y, c),
                 };
+            }
+            for &op in &g.post {
+                y = unary_float(kb, op, y);
             }
             kb.store(y, yp, v as i32 * width);
         }

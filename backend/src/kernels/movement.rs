@@ -1113,6 +1113,7 @@ fn conv_transpose_gemm(kb: &mut Kb, s: &ConvTransposeSpec, x: Ptr, w: Ptr, y: Pt
                     cs: 4,
                 },
                 add: None,
+                post: Vec::new(),
             };
             gemm(kb, &spec);
             let yg = kb.index(yn, gi, (s.mg * oplane * 4) as i64);

@@ -68,6 +68,7 @@ impl Lowering<'_> {
             writes: vec![Value { node: id, slot: 0 }, Value { node: id, slot: 1 }],
             inplace: vec![],
             build,
+            split: false,
         })
     }
 

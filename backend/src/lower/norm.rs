@@ -132,6 +132,7 @@ impl Lowering<'_> {
                             kernels::norm::layer_norm_generic_kernel(kb, e, &spec)
                         }
                     }),
+                    split: false,
                 }))
             }
             Op::Lrn(l) => {
@@ -273,6 +274,7 @@ impl Lowering<'_> {
             writes,
             inplace: vec![],
             build: Box::new(move |kb| kernels::attention::attention_kernel(kb, &spec)),
+            split: false,
         }))
     }
 }
