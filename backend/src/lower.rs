@@ -8,8 +8,9 @@
 //! are collected so a model's problems are listed at once.
 
 use crate::builder::{CodegenCfg, Kb};
-use crate::kernels::conv::{ConvSpec, PoolSpec};
+use crate::kernels::conv::ConvSpec;
 use crate::kernels::gemm::{Addend, Gemm as GemmCall, Mat};
+use crate::kernels::pool::PoolSpec;
 use crate::kernels::{self, dense_strides};
 use crate::BackendError;
 use kiln_ir::ops::PoolKind;
@@ -312,6 +313,7 @@ impl<'g> Lowering<'g> {
                 if scratch > 0 {
                     args.push(Arg::Scratch(scratch));
                 }
+                let split = kernels::conv::conv_splits(&spec);
                 self.step(
                     id,
                     "conv",
@@ -319,6 +321,7 @@ impl<'g> Lowering<'g> {
                     vec![],
                     Box::new(move |kb| kernels::conv::conv_kernel(kb, &spec)),
                 )
+                .map(|s| Step { split, ..s })
             }
             // Max pooling of other dtypes runs the generic kernel.
             Op::Pool(ref p)
@@ -359,7 +362,7 @@ impl<'g> Lowering<'g> {
                     kind,
                     vec![Arg::Val(x), Arg::Val(y)],
                     vec![],
-                    Box::new(move |kb| kernels::conv::pool_kernel(kb, &spec)),
+                    Box::new(move |kb| kernels::pool::pool_kernel(kb, &spec)),
                 )
             }
             Op::GlobalPool(p) => {
@@ -378,7 +381,7 @@ impl<'g> Lowering<'g> {
                     name,
                     vec![Arg::Val(x), Arg::Val(y)],
                     vec![],
-                    Box::new(move |kb| kernels::conv::global_pool_kernel(kb, kind, planes, len)),
+                    Box::new(move |kb| kernels::pool::global_pool_kernel(kb, kind, planes, len)),
                 )
             }
             Op::Gemm(gm) => self.gemm(id, gm)?,

@@ -1,4 +1,4 @@
-//! Convolution (im2col + the shared GEMM), windowed pooling and global pooling, over any number of
+//! Convolution (im2col + the shared GEMM) over any number of
 //! spatial dims.
 //!
 //! Convolution copies each (image, group) into a column matrix `[C/g * prod(k), prod(out)]` in
@@ -8,12 +8,13 @@
 //! row at a time, split into a zero-padding head, a copied middle and a zero-padding tail whose
 //! bounds are computed once per row. Pointwise convolutions (1x1, stride 1, no padding) skip the copy.
 
+use super::depthwise::valid_range;
 use super::gemm::{gemm, Addend, Gemm, Mat};
 use crate::builder::{Kb, Ptr};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, F32X4, I64};
+use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, Value};
-use kiln_ir::ops::{PoolKind, UnaryOp};
+use kiln_ir::ops::UnaryOp;
 
 /// Emits nested loops over `dims` and calls `body` with the induction variables.
 pub(crate) fn index_nest(kb: &mut Kb, dims: &[usize], body: &mut dyn FnMut(&mut Kb, &[Value])) {
@@ -117,6 +118,16 @@ impl ConvSpec {
     }
 }
 
+/// Whether [`conv_kernel`] honours `Kb::share` for this convolution (its work can be split into
+/// parts run in parallel).
+pub(crate) fn conv_splits(s: &ConvSpec) -> bool {
+    if s.depthwise() {
+        super::depthwise::splits(s)
+    } else {
+        false
+    }
+}
+
 /// Convolution kernel. Operands: x, w, [bias], y, [scratch].
 pub(crate) fn conv_kernel(kb: &mut Kb, s: &ConvSpec) {
     let x = kb.args[0];
@@ -127,7 +138,7 @@ pub(crate) fn conv_kernel(kb: &mut Kb, s: &ConvSpec) {
         (None, kb.args[2])
     };
     if s.depthwise() {
-        depthwise_kernel(kb, s, x, w, bias, y);
+        super::depthwise::depthwise_kernel(kb, s, x, w, bias, y);
         return;
     }
     let scratch = if s.pointwise() {
@@ -260,137 +271,6 @@ fn im2col(kb: &mut Kb, s: &ConvSpec, x: Ptr, col: Ptr) {
     });
 }
 
-/// Depthwise convolution, direct: every output row starts as the bias and each kernel tap adds
-/// `w * x` over the range of output positions whose input is inside the image, vectorized along
-/// the row when the stride is 1. The row stays in L1 across the taps.
-fn depthwise_kernel(kb: &mut Kb, s: &ConvSpec, x: Ptr, w: Ptr, bias: Option<Ptr>, y: Ptr) {
-    let r = s.input.len();
-    let sin: usize = s.input.iter().product();
-    let p: usize = s.output.iter().product();
-    let ksz: usize = s.kernel.iter().product();
-    let ow = s.output[r - 1];
-    if p == 0 {
-        return;
-    }
-    let in_strides = super::dense_strides(&s.input, 4);
-    let k_strides = super::dense_strides(&s.kernel, 4);
-    let (kl, st, d, pad, len) = (
-        s.kernel[r - 1],
-        s.strides[r - 1],
-        s.dilations[r - 1],
-        s.pads_begin[r - 1],
-        s.input[r - 1],
-    );
-    kb.for_n(s.n * s.c, |kb, plane| {
-        let ch = if s.c == 1 {
-            kb.iconst(0)
-        } else {
-            kb.b.ins().urem_imm_s(plane, s.c as i64)
-        };
-        let xp = kb.index(x, plane, (sin * 4) as i64);
-        let yp = kb.index(y, plane, (p * 4) as i64);
-        let wc = kb.index(w, ch, (ksz * 4) as i64);
-        let init = match bias {
-            Some(b) => {
-                let bp = kb.index(b, ch, 4);
-                kb.load(F32, bp, 0)
-            }
-            None => kb.fconst(0.0),
-        };
-        index_nest(kb, &s.output[..r - 1], &mut |kb, os| {
-            let os = os.to_vec();
-            let mut flat = kb.iconst(0);
-            for (&o, &size) in os.iter().zip(&s.output) {
-                let t = kb.b.ins().imul_imm_s(flat, size as i64);
-                flat = kb.b.ins().iadd(t, o);
-            }
-            let yrow = kb.index(yp, flat, (ow * 4) as i64);
-            super::map_f32(kb, ow, &[super::Src::Splat(init)], yrow, &|_, v| v[0]);
-            index_nest(kb, &s.kernel[..r - 1], &mut |kb, ks| {
-                let mut src = xp;
-                let mut wk = wc;
-                let mut valid: Option<Value> = None;
-                for j in 0..r - 1 {
-                    let a = kb.b.ins().imul_imm_s(os[j], s.strides[j] as i64);
-                    let b = kb.b.ins().imul_imm_s(ks[j], s.dilations[j] as i64);
-                    let i = kb.b.ins().iadd(a, b);
-                    let i = kb.b.ins().iadd_imm_s(i, -(s.pads_begin[j] as i64));
-                    let ok =
-                        kb.b.ins()
-                            .icmp_imm_u(IntCC::UnsignedLessThan, i, s.input[j] as i64);
-                    valid = Some(match valid {
-                        None => ok,
-                        Some(v) => kb.b.ins().band(v, ok),
-                    });
-                    src = kb.index(src, i, in_strides[j]);
-                    wk = kb.index(wk, ks[j], k_strides[j]);
-                }
-                let body = |kb: &mut Kb| {
-                    kb.for_n(kl, |kb, k| {
-                        let wp = kb.index(wk, k, 4);
-                        let wv = kb.load(F32, wp, 0);
-                        let (lo, hi) = valid_range(kb, k, st, d, pad, len, ow);
-                        let kd = kb.b.ins().imul_imm_s(k, d as i64);
-                        let shift = kb.b.ins().iadd_imm_s(kd, -(pad as i64));
-                        let base = kb.index(src, shift, 4);
-                        let step =
-                            |kb: &mut Kb, o: Value, ty: cranelift_codegen::ir::Type, wv: Value| {
-                                let sp = kb.index(base, o, (st * 4) as i64);
-                                let xv = kb.load(ty, sp, 0);
-                                let dp = kb.index(yrow, o, 4);
-                                let acc = kb.load(ty, dp, 0);
-                                let nx = kb.mul_add(wv, xv, acc);
-                                kb.store(nx, dp, 0);
-                            };
-                        let start = if st == 1 {
-                            let wvv = kb.splat(wv);
-                            let cnt = kb.b.ins().isub(hi, lo);
-                            let nvec = kb.b.ins().ushr_imm_s(cnt, 2);
-                            let zero = kb.iconst(0);
-                            kb.for_dyn(zero, nvec, |kb, j| {
-                                let j4 = kb.b.ins().ishl_imm_s(j, 2);
-                                let o = kb.b.ins().iadd(lo, j4);
-                                step(kb, o, F32X4, wvv);
-                            });
-                            let done = kb.b.ins().ishl_imm_s(nvec, 2);
-                            kb.b.ins().iadd(lo, done)
-                        } else {
-                            lo
-                        };
-                        kb.for_dyn(start, hi, |kb, o| step(kb, o, F32, wv));
-                    });
-                };
-                match valid {
-                    None => body(kb),
-                    Some(v) => kb.if_then(v, body),
-                }
-            });
-        });
-    });
-}
-
-/// Output positions `[lo, hi)` along an axis whose input `o*s + k*d - pad` is inside `[0, len)`,
-/// for a run-time kernel offset `k`.
-fn valid_range(
-    kb: &mut Kb,
-    k: Value,
-    st: usize,
-    d: usize,
-    pad: usize,
-    len: usize,
-    ow: usize,
-) -> (Value, Value) {
-    let kd = kb.b.ins().imul_imm_s(k, d as i64);
-    let padv = kb.iconst(pad as i64);
-    let t_lo = kb.b.ins().isub(padv, kd);
-    let lo = ceil_div_clamp(kb, t_lo, st, ow);
-    let lp = kb.iconst((len + pad) as i64);
-    let t_hi = kb.b.ins().isub(lp, kd);
-    let hi = ceil_div_clamp(kb, t_hi, st, ow);
-    let hi = kb.b.ins().smax(hi, lo);
-    (lo, hi)
-}
-
 /// Stores `n` zeros (f32) at `dst`.
 fn zero_fill(kb: &mut Kb, dst: Ptr, n: usize) {
     let zv = kb.fsplat(0.0);
@@ -405,21 +285,6 @@ fn zero_fill(kb: &mut Kb, dst: Ptr, n: usize) {
     for i in main..n {
         kb.store(z, dst, (i * 4) as i32);
     }
-}
-
-/// `ceil(max(t, 0) / s)` clamped to `[0, cap]`, for run-time `t`.
-fn ceil_div_clamp(kb: &mut Kb, t: Value, s: usize, cap: usize) -> Value {
-    let z = kb.iconst(0);
-    let t = kb.b.ins().smax(t, z);
-    let q = if s == 1 {
-        t
-    } else {
-        let t = kb.b.ins().iadd_imm_s(t, s as i64 - 1);
-        let sv = kb.iconst(s as i64);
-        kb.b.ins().udiv(t, sv)
-    };
-    let c = kb.iconst(cap as i64);
-    kb.b.ins().smin(q, c)
 }
 
 /// One column-matrix row along the last spatial axis for kernel offset `k`: zeros where
@@ -477,191 +342,4 @@ fn copy_row(kb: &mut Kb, s: &ConvSpec, axis: usize, k: Value, src: Ptr, dst: Ptr
         let p = kb.index(dst, o, 4);
         kb.store(z, p, 0);
     });
-}
-
-/// Static description of a windowed pool.
-#[derive(Clone, Debug)]
-pub(crate) struct PoolSpec {
-    /// Max or average.
-    pub kind: PoolKind,
-    /// Batch x channels.
-    pub planes: usize,
-    /// Input spatial dims.
-    pub input: Vec<usize>,
-    /// Window.
-    pub kernel: Vec<usize>,
-    /// Strides.
-    pub strides: Vec<usize>,
-    /// Dilations.
-    pub dilations: Vec<usize>,
-    /// Pads, begins then ends.
-    pub pads: Vec<usize>,
-    /// Output spatial dims.
-    pub output: Vec<usize>,
-    /// Average: divide by the window clipped to the padded input instead of to the input.
-    pub count_include_pad: bool,
-}
-
-/// Windowed max/average pooling. Operands: x, y. Out-of-range taps are read at a clamped index
-/// and discarded with a select, so the tap loop has no branches; when no window ever leaves the
-/// input the checks are not emitted at all.
-pub(crate) fn pool_kernel(kb: &mut Kb, s: &PoolSpec) {
-    let (x, y) = (kb.args[0], kb.args[1]);
-    let r = s.input.len();
-    let sin: usize = s.input.iter().product();
-    let p: usize = s.output.iter().product();
-    if p == 0 {
-        return;
-    }
-    let ksz: usize = s.kernel.iter().product();
-    let reach = |j: usize| (s.output[j] - 1) * s.strides[j] + (s.kernel[j] - 1) * s.dilations[j];
-    let always_in = (0..r).all(|j| s.pads[j] == 0 && reach(j) < s.input[j]);
-    let within_pads = (0..r).all(|j| reach(j) < s.input[j] + s.pads[j] + s.pads[j + r]);
-    // The divisor is the full window unless windows get clipped.
-    let const_div = always_in || (s.count_include_pad && within_pads);
-    let in_strides = super::dense_strides(&s.input, 4);
-    let out_strides = super::dense_strides(&s.output, 4);
-    kb.for_n(s.planes, |kb, plane| {
-        let xp = kb.index(x, plane, (sin * 4) as i64);
-        let yp = kb.index(y, plane, (p * 4) as i64);
-        index_nest(kb, &s.output, &mut |kb, os| {
-            let os = os.to_vec();
-            let init = match s.kind {
-                PoolKind::Max => kb.fconst(f32::NEG_INFINITY),
-                PoolKind::Avg => kb.fconst(0.0),
-            };
-            let acc = kb.var(F32, init);
-            let z = kb.iconst(0);
-            let cnt = kb.var(I64, z);
-            index_nest(kb, &s.kernel, &mut |kb, ks| {
-                let mut off = kb.iconst(0);
-                let mut inb: Option<Value> = None;
-                let mut inpad: Option<Value> = None;
-                for j in 0..r {
-                    let a = kb.b.ins().imul_imm_s(os[j], s.strides[j] as i64);
-                    let b = kb.b.ins().imul_imm_s(ks[j], s.dilations[j] as i64);
-                    let i = kb.b.ins().iadd(a, b);
-                    let i = kb.b.ins().iadd_imm_s(i, -(s.pads[j] as i64));
-                    let ic = if always_in {
-                        i
-                    } else {
-                        let ok =
-                            kb.b.ins()
-                                .icmp_imm_u(IntCC::UnsignedLessThan, i, s.input[j] as i64);
-                        inb = Some(match inb {
-                            None => ok,
-                            Some(v) => kb.b.ins().band(v, ok),
-                        });
-                        let okp = kb.b.ins().icmp_imm_s(
-                            IntCC::SignedLessThan,
-                            i,
-                            (s.input[j] + s.pads[j + r]) as i64,
-                        );
-                        inpad = Some(match inpad {
-                            None => okp,
-                            Some(v) => kb.b.ins().band(v, okp),
-                        });
-                        let z = kb.iconst(0);
-                        let hi = kb.iconst(s.input[j] as i64 - 1);
-                        let c = kb.b.ins().smax(i, z);
-                        kb.b.ins().smin(c, hi)
-                    };
-                    let t = kb.scale(ic, in_strides[j]);
-                    off = kb.b.ins().iadd(off, t);
-                }
-                let src = kb.at(xp, off);
-                let v = kb.load(F32, src, 0);
-                let cur = kb.get(acc);
-                let new = match s.kind {
-                    PoolKind::Max => kb.fmax(cur, v),
-                    PoolKind::Avg => kb.b.ins().fadd(cur, v),
-                };
-                let new = match inb {
-                    Some(c) => kb.b.ins().select(c, new, cur),
-                    None => new,
-                };
-                kb.set(acc, new);
-                if !const_div {
-                    let counted = if s.count_include_pad { inpad } else { inb };
-                    if let Some(c) = counted {
-                        let c64 = kb.b.ins().uextend(I64, c);
-                        let cur = kb.get(cnt);
-                        let nx = kb.b.ins().iadd(cur, c64);
-                        kb.set(cnt, nx);
-                    }
-                }
-            });
-            let mut res = kb.get(acc);
-            if s.kind == PoolKind::Avg {
-                if const_div {
-                    let inv = kb.fconst(1.0 / ksz as f32);
-                    res = kb.b.ins().fmul(res, inv);
-                } else {
-                    let c = kb.get(cnt);
-                    let cf = kb.b.ins().fcvt_from_sint(F32, c);
-                    res = kb.b.ins().fdiv(res, cf);
-                }
-            }
-            let mut dst = yp;
-            for j in 0..r {
-                dst = kb.index(dst, os[j], out_strides[j]);
-            }
-            kb.store(res, dst, 0);
-        });
-    });
-}
-
-/// Global max/average pool: `planes` planes of `len` elements each, one output per plane.
-/// Operands: x, y.
-pub(crate) fn global_pool_kernel(kb: &mut Kb, kind: PoolKind, planes: usize, len: usize) {
-    let (x, y) = (kb.args[0], kb.args[1]);
-    kb.for_n(planes, |kb, plane| {
-        let xp = kb.index(x, plane, (len * 4) as i64);
-        let r = reduce(kb, kind, xp, len);
-        let r = match kind {
-            PoolKind::Avg if len > 0 => {
-                let inv = kb.fconst(1.0 / len as f32);
-                kb.b.ins().fmul(r, inv)
-            }
-            _ => r,
-        };
-        let yp = kb.index(y, plane, 4);
-        kb.store(r, yp, 0);
-    });
-}
-
-/// Sum or max of `len` contiguous f32 at `p`: four lanes, then across lanes, then the tail.
-pub(crate) fn reduce(kb: &mut Kb, kind: PoolKind, p: Ptr, len: usize) -> Value {
-    let (id, idv) = match kind {
-        PoolKind::Max => (kb.fconst(f32::NEG_INFINITY), kb.fsplat(f32::NEG_INFINITY)),
-        PoolKind::Avg => (kb.fconst(0.0), kb.fsplat(0.0)),
-    };
-    let main = len / 4 * 4;
-    let mut r = id;
-    if main > 0 {
-        let acc = kb.var(F32X4, idv);
-        kb.for_range(0, main as i64, 4, |kb, i| {
-            let a = kb.index(p, i, 4);
-            let v = kb.load(F32X4, a, 0);
-            let cur = kb.get(acc);
-            let nx = match kind {
-                PoolKind::Max => kb.fmax(cur, v),
-                PoolKind::Avg => kb.b.ins().fadd(cur, v),
-            };
-            kb.set(acc, nx);
-        });
-        let v = kb.get(acc);
-        r = match kind {
-            PoolKind::Max => kb.hmax(v),
-            PoolKind::Avg => kb.hsum(v),
-        };
-    }
-    for i in main..len {
-        let v = kb.load(F32, p, (i * 4) as i32);
-        r = match kind {
-            PoolKind::Max => kb.fmax(r, v),
-            PoolKind::Avg => kb.b.ins().fadd(r, v),
-        };
-    }
-    r
 }

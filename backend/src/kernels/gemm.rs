@@ -9,10 +9,10 @@
 
 use super::elementwise::unary_float;
 use crate::builder::{Kb, Ptr};
-use kiln_ir::ops::UnaryOp;
 use cranelift_codegen::ir::types::{F32, F32X4};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
+use kiln_ir::ops::UnaryOp;
 
 /// A matrix operand: base pointer and byte strides between rows and columns.
 #[derive(Clone, Copy, Debug)]

@@ -7,11 +7,13 @@
 
 pub(crate) mod attention;
 pub(crate) mod conv;
+pub(crate) mod depthwise;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
 pub(crate) mod layout;
 pub(crate) mod movement;
 pub(crate) mod norm;
+pub(crate) mod pool;
 pub(crate) mod reduce;
 
 use crate::builder::{Kb, Ptr};

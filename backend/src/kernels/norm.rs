@@ -118,7 +118,7 @@ fn softmax_like(kb: &mut Kb, outer: usize, axis: usize, inner: usize, log: bool)
 /// Softmax of `n` contiguous elements: max, then `exp(x - max)` stored and summed, then scaled by
 /// the reciprocal of the sum. With `log`, nothing is stored until the end: `y = x - (max + log(sum))`.
 fn softmax_row(kb: &mut Kb, x: Ptr, y: Ptr, n: usize, log: bool) {
-    let m = super::conv::reduce(kb, kiln_ir::ops::PoolKind::Max, x, n);
+    let m = super::pool::reduce(kb, kiln_ir::ops::PoolKind::Max, x, n);
     let main = n / 4 * 4;
     let mut sum = kb.fconst(0.0);
     if main > 0 {
