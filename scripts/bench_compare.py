@@ -17,6 +17,9 @@ tools:
 
   kiln-generic  `kiln bench MODEL --json -n N --cpu generic` (x86-64-v2: SSE4.2)
   kiln-native   the same with `--cpu native` (adds FMA; kiln emits 128-bit vectors)
+  kiln-2t       kiln-native with `--threads 2`: NAME_run_parallel through the pthread pool of
+                examples/c/kiln_pool.h, every split kernel in 2 parts (the "kiln 2t" column,
+                and its speedup over kiln-native, which runs one thread)
   kiln-compile  `kiln compile MODEL --cpu native` wall time, and libNAME.a bytes
   ort-1t        onnxruntime, intra_op=1, inter_op=1, sequential, ORT_ENABLE_ALL
   ort-default   onnxruntime, default threads, ORT_ENABLE_ALL
@@ -74,7 +77,7 @@ PRIMARY: List[Tuple[str, str]] = [
     ("cnn", os.path.join(TEST_MODELS, "cnn.onnx")),
 ]
 
-TOOLS = ["kiln-generic", "kiln-native", "kiln-compile", "ort-1t", "ort-default", "tract"]
+TOOLS = ["kiln-generic", "kiln-native", "kiln-2t", "kiln-compile", "ort-1t", "ort-default", "tract"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,6 +342,9 @@ def measure(tool: str, model: str, runs: int, warmup: int, kiln: str, timeout: f
         cpu = tool.split("-")[1]
         # kiln bench has no separate warm-up: it times the cold run and then N warm runs.
         return run_json([kiln, "bench", model, "--json", "-n", str(runs), "--cpu", cpu], timeout)
+    if tool == "kiln-2t":
+        return run_json([kiln, "bench", model, "--json", "-n", str(runs), "--cpu", "native", "--threads", "2"],
+                        timeout)
     if tool == "kiln-compile":
         with tempfile.TemporaryDirectory(prefix="kiln-bench-") as d:
             t = time.perf_counter()
@@ -505,6 +511,9 @@ def build_report(rows: List[dict], meta: dict, gemm: Optional[str]) -> str:
     L.append("- kiln: `kiln bench --json` times `NAME_run` inside its C driver. `generic` = x86-64-v2 (SSE4.2),")
     L.append("  `native` = the host's features (FMA). kiln emits 128-bit vectors only, although this machine has")
     L.append("  AVX-512; onnxruntime and tract pick 256/512-bit kernels at run time.")
+    L.append("- kiln 2t: kiln native with `--threads 2`: `NAME_run_parallel` with the pthread pool of")
+    L.append("  `examples/c/kiln_pool.h` (the caller plus one worker), each split kernel in 2 parts. `2t speedup` is")
+    L.append("  kiln native p50 over kiln 2t p50 (above 1: two threads are faster).")
     L.append("- ORT-1t: onnxruntime with intra_op_num_threads=1, inter_op_num_threads=1, sequential execution,")
     L.append("  ORT_ENABLE_ALL; ORT-def: default threads (one per core), ORT_ENABLE_ALL. Timed around")
     L.append("  `run_with_iobinding` from Python with preallocated outputs (a few µs of call overhead).")
@@ -520,17 +529,18 @@ def build_report(rows: List[dict], meta: dict, gemm: Optional[str]) -> str:
     L.append("")
     L.append("## Latency (ms)")
     L.append("")
-    L.append("| model | MFLOPs | N | kiln generic p50 / p99 | kiln native p50 / p99 | GFLOP/s | ORT-1t p50 / p99 | ORT-def p50 | tract p50 | kiln / ORT-1t | kiln / tract | compile s |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| model | MFLOPs | N | kiln generic p50 / p99 | kiln native p50 / p99 | GFLOP/s | kiln 2t p50 | 2t speedup | ORT-1t p50 / p99 | ORT-def p50 | tract p50 | kiln / ORT-1t | kiln / tract | compile s |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         t = r["tools"]
-        kg, kn, o1, od, tr, kc = (t.get(x, {}) for x in ("kiln-generic", "kiln-native", "ort-1t", "ort-default", "tract", "kiln-compile"))
+        kg, kn, k2, o1, od, tr, kc = (t.get(x, {}) for x in ("kiln-generic", "kiln-native", "kiln-2t", "ort-1t", "ort-default", "tract", "kiln-compile"))
         mf = r["mflops"]
         # MFLOP per ms is GFLOP per s.
         gflops = sig(mf / kn["p50_ms"]) if mf and kn.get("p50_ms") else "—"
         L.append(
             f"| {r['name']} | {'—' if mf is None else sig(mf)} | {r['runs']} "
-            f"| {cell2(kg)} | {cell2(kn)} | {gflops} | {cell2(o1)} | {fmt_ms(od.get('p50_ms'))} | {fmt_ms(tr.get('p50_ms'))} "
+            f"| {cell2(kg)} | {cell2(kn)} | {gflops} | {fmt_ms(k2.get('p50_ms'))} | {fmt_ratio(kn.get('p50_ms'), k2.get('p50_ms'))} "
+            f"| {cell2(o1)} | {fmt_ms(od.get('p50_ms'))} | {fmt_ms(tr.get('p50_ms'))} "
             f"| {fmt_ratio(kn.get('p50_ms'), o1.get('p50_ms'))} | {fmt_ratio(kn.get('p50_ms'), tr.get('p50_ms'))} "
             f"| {fmt_num(kc.get('compile_s'), '.2f')} |"
         )

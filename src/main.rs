@@ -19,7 +19,7 @@ macro_rules! outp {
 ///
 /// Exit codes: 0 success, 2 bad input (malformed or unsupported model, bad flag), 1 internal error.
 #[derive(Parser)]
-#[command(name = "kiln", version, about, long_about = None, after_help = "Examples:\n  kiln inspect model.onnx\n  kiln compile model.onnx --out-dir build/            # build/libmodel.a + build/model.h for the host\n  kiln compile model.onnx --target aarch64-unknown-linux-gnu --out-dir build/arm64\n  kiln run model.onnx --input x.npy                   # compile for the host, run once, print outputs\n  kiln ir model.onnx --after const-fold               # textual IR after a pass")]
+#[command(name = "kiln", version, about, long_about = None, after_help = "Examples:\n  kiln inspect model.onnx\n  kiln compile model.onnx --out-dir build/            # build/libmodel.a + build/model.h for the host\n  kiln compile model.onnx --target aarch64-unknown-linux-gnu --out-dir build/arm64\n  kiln run model.onnx --input x.npy                   # compile for the host, run once, print outputs\n  kiln ir model.onnx --after const-fold               # textual IR after a pass\n  kiln bench model.onnx --cpu native --threads 2      # NAME_run_parallel on 2 threads")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -97,6 +97,8 @@ enum Cmd {
         /// Warm runs measured (after the cold one).
         #[arg(long, short = 'n', default_value_t = 100)]
         runs: usize,
+        #[command(flatten)]
+        threads: ThreadArgs,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -118,7 +120,26 @@ enum Cmd {
         /// Elements of each output to print.
         #[arg(long, default_value_t = 10)]
         show: usize,
+        #[command(flatten)]
+        threads: ThreadArgs,
     },
+}
+
+#[derive(Args)]
+struct ThreadArgs {
+    /// Run on N threads: the driver calls NAME_run_parallel with a pthread pool of N threads
+    /// (examples/c/kiln_pool.h) and each heavy kernel split into N parts. Without it, NAME_run on
+    /// one thread. The library itself never creates threads.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: Option<u32>,
+}
+
+impl ThreadArgs {
+    fn runner(&self, compiled: &kiln::Compiled) -> Result<kiln::runner::Runner, Error> {
+        let mut r = kiln::runner::Runner::build(compiled)?;
+        r.set_threads(self.threads.unwrap_or(0) as usize);
+        Ok(r)
+    }
 }
 
 #[derive(Args)]
@@ -345,6 +366,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cpu,
             features,
             runs,
+            threads,
             json,
         } => {
             let target = Target::parse(&Target::host().triple.to_string(), &cpu, &features)?;
@@ -352,13 +374,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let compiled = import.compiler(&model)?.target(target).compile()?;
             let compile_s = start.elapsed().as_secs_f64();
             let inputs: Vec<Vec<u8>> = compiled.inputs.iter().map(kiln::runner::pattern).collect();
-            let runner = kiln::runner::Runner::build(&compiled)?;
+            let runner = threads.runner(&compiled)?;
             let t = runner.bench(&inputs, runs + 1)?;
             let r = &compiled.report;
             let summary = serde_json::json!({
                 "model": model.display().to_string(),
                 "target": compiled.target.describe(),
                 "runs": runs,
+                "threads": threads.threads.unwrap_or(1),
                 "cold_ms": t.runs_ns[0] / 1e6,
                 "p50_ms": t.quantile(0.50) / 1e6,
                 "p95_ms": t.quantile(0.95) / 1e6,
@@ -374,7 +397,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 outln!(out, "{}", serde_json::to_string_pretty(&summary)?);
             } else {
-                outln!(out, "{} ({})", model.display(), compiled.target.describe());
+                outln!(
+                    out,
+                    "{} ({}{})",
+                    model.display(),
+                    compiled.target.describe(),
+                    match threads.threads {
+                        Some(n) => format!(", {n} thread{}", if n == 1 { "" } else { "s" }),
+                        None => String::new(),
+                    }
+                );
                 outln!(out, "  compile        {:>10.3} s", compile_s);
                 outln!(out, "  cold run       {:>10.3} ms", t.runs_ns[0] / 1e6);
                 for (q, name) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
@@ -401,6 +433,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             inputs,
             output_dir,
             show,
+            threads,
         } => {
             let compiled = import.compiler(&model)?.compile()?;
             let mut data = Vec::new();
@@ -434,7 +467,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     None => data.push(kiln::runner::pattern(io)),
                 }
             }
-            let runner = kiln::runner::Runner::build(&compiled)?;
+            let runner = threads.runner(&compiled)?;
             let outs = runner.run(&data, 1)?;
             for (io, bytes) in compiled.outputs.iter().zip(&outs) {
                 let t = kiln_ir::Tensor::from_bytes(io.dtype, io.dims.clone(), bytes.clone())

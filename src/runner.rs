@@ -1,6 +1,9 @@
 //! Runs a compiled model: links the archive into a small C driver with the target's C toolchain and runs
 //! it (natively, or under `qemu-aarch64` for aarch64 on another host). Used by `kiln run` and by the
 //! end-to-end tests, so both exercise exactly what a C user links.
+//!
+//! With [`Runner::set_threads`] the driver calls `NAME_run_parallel` through the pthread pool of
+//! `examples/c/kiln_pool.h` (the very file, compiled in), the way a C user would.
 
 use crate::{io_err, Compiled, Error, Result};
 use std::fmt::Write as _;
@@ -60,13 +63,19 @@ pub struct Runner {
     toolchain: Toolchain,
     inputs: Vec<usize>,
     outputs: Vec<usize>,
+    threads: usize,
 }
 
+/// The pthread pool the driver runs `NAME_run_parallel` with: the example users are pointed to.
+const POOL_SOURCE: &str = include_str!("../examples/c/kiln_pool.h");
+
 /// The C driver: reads each input from a file, runs once (or `iters` times), writes each output.
+/// `THREADS` 0 calls `NAME_run`; N > 0 calls `NAME_run_parallel` with a pool of N threads and
+/// `tasks = N`.
 fn driver_source(c: &Compiled) -> String {
     let n = &c.name;
     let mut s = String::new();
-    writeln!(s, "#define _POSIX_C_SOURCE 200809L\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <time.h>\n#include \"{n}.h\"").unwrap();
+    writeln!(s, "#define _POSIX_C_SOURCE 200809L\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <time.h>\n#include \"{n}.h\"\n#include \"kiln_pool.h\"").unwrap();
     s.push_str(
         "static void *load(const char *p, size_t n) {\n\
          \x20 void *b = aligned_alloc(64, n ? (n + 63) / 64 * 64 : 64);\n\
@@ -77,8 +86,9 @@ fn driver_source(c: &Compiled) -> String {
     let nin = c.inputs.len();
     let nout = c.outputs.len();
     writeln!(s, "int main(int argc, char **argv) {{").unwrap();
-    let nargs = 2 + nin + nout + c.weights.is_some() as usize;
-    writeln!(s, "  if (argc != {nargs} && argc != {}) {{ fprintf(stderr, \"usage: driver{}{} ITERS [TIMES_FILE]\\n\"); return 4; }}", nargs + 1, " IN".repeat(nin) + &" OUT".repeat(nout), if c.weights.is_some() { " WEIGHTS" } else { "" }).unwrap();
+    // argv[0], inputs, outputs, the weights file, ITERS, THREADS.
+    let nargs = 3 + nin + nout + c.weights.is_some() as usize;
+    writeln!(s, "  if (argc != {nargs} && argc != {}) {{ fprintf(stderr, \"usage: driver{}{} ITERS THREADS [TIMES_FILE]\\n\"); return 4; }}", nargs + 1, " IN".repeat(nin) + &" OUT".repeat(nout), if c.weights.is_some() { " WEIGHTS" } else { "" }).unwrap();
     writeln!(
         s,
         "  void *ins[{}]; void *outs[{}];",
@@ -112,6 +122,18 @@ fn driver_source(c: &Compiled) -> String {
     };
     let iters_arg = wi + c.weights.is_some() as usize;
     writeln!(s, "  int iters = atoi(argv[{iters_arg}]);").unwrap();
+    writeln!(s, "  int threads = atoi(argv[{}]);", iters_arg + 1).unwrap();
+    writeln!(
+        s,
+        "  kiln_pool *pool = threads > 0 ? kiln_pool_new((unsigned)threads) : NULL;"
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "  if (threads > 0 && !pool) {{ fprintf(stderr, \"no memory for the thread pool\\n\"); return 8; }}"
+    )
+    .unwrap();
+    writeln!(s, "  kiln_parallel par = kiln_pool_parallel(pool);").unwrap();
     writeln!(
         s,
         "  double *times = calloc(iters > 0 ? iters : 1, sizeof(double));"
@@ -125,7 +147,8 @@ fn driver_source(c: &Compiled) -> String {
     .unwrap();
     writeln!(
         s,
-        "    int rc = {n}_run((const {n}_inputs *)ins, ({n}_outputs *)outs, arena{warg});"
+        "    int rc = pool ? {n}_run_parallel((const {n}_inputs *)ins, ({n}_outputs *)outs, arena{warg}, &par)\n\
+         \x20                 : {n}_run((const {n}_inputs *)ins, ({n}_outputs *)outs, arena{warg});"
     )
     .unwrap();
     writeln!(s, "    clock_gettime(CLOCK_MONOTONIC, &t1);").unwrap();
@@ -139,6 +162,7 @@ fn driver_source(c: &Compiled) -> String {
         "    if (rc != 0) {{ fprintf(stderr, \"{n}_run returned %d\\n\", rc); return 5; }}\n  }}"
     )
     .unwrap();
+    writeln!(s, "  kiln_pool_free(pool);").unwrap();
     // Timings (ns per run) and peak RSS (KiB), for `kiln bench`.
     writeln!(s, "  if (argc == {}) {{", nargs + 1).unwrap();
     // VmHWM, not getrusage: Linux carries ru_maxrss across exec, so it would include the parent.
@@ -180,13 +204,15 @@ impl Runner {
         fs::write(&h, &c.header).map_err(io_err(&h))?;
         let src = d.join("driver.c");
         fs::write(&src, driver_source(c)).map_err(io_err(&src))?;
+        let pool = d.join("kiln_pool.h");
+        fs::write(&pool, POOL_SOURCE).map_err(io_err(&pool))?;
         if let Some(w) = &c.weights {
             fs::write(d.join("weights.bin"), w).map_err(io_err(d))?;
         }
         let exe = d.join("driver");
         let out = Command::new(&toolchain.cc[0])
             .args(&toolchain.cc[1..])
-            .args(["-std=c11", "-O1", "-o"])
+            .args(["-std=c11", "-O1", "-pthread", "-o"])
             .arg(&exe)
             .arg(&src)
             .arg("-I")
@@ -206,7 +232,15 @@ impl Runner {
             toolchain,
             inputs: c.inputs.iter().map(|i| i.byte_size()).collect(),
             outputs: c.outputs.iter().map(|o| o.byte_size()).collect(),
+            threads: 0,
         })
+    }
+
+    /// How later runs call the model: 0 (the default) calls `NAME_run` on one thread; `n > 0`
+    /// calls `NAME_run_parallel` with a pool of `n` threads (the caller and `n - 1` workers) and
+    /// `tasks = n`, so each heavy kernel is split into `n` parts.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads;
     }
 
     /// Runs the model `iters` times on the given raw inputs (ONNX order, dense little-endian) and
@@ -265,6 +299,7 @@ impl Runner {
             cmd.arg(d.join("weights.bin"));
         }
         cmd.arg(iters.to_string());
+        cmd.arg(self.threads.to_string());
         let times_file = d.join("times.bin");
         if timed {
             cmd.arg(&times_file);

@@ -20,6 +20,9 @@ pub(crate) struct CodegenCfg {
     /// The target rounds natively (`floor`/`ceil`): SSE4.1 on x86, always on aarch64. Without it the
     /// instructions become libcalls.
     pub round: bool,
+    /// The target is aarch64 (32 vector registers and lane-indexed `fmla`): the GEMM tile shape
+    /// depends on it.
+    pub aarch64: bool,
 }
 
 /// A pointer operand. `ro` marks weights: they never change while the library runs, so their loads

@@ -1,14 +1,24 @@
-//! Code emission: one Cranelift function per distinct kernel, the `NAME_run` entry, the weights data
+//! Code emission: one Cranelift function per distinct kernel, the two entry points, the weights data
 //! object, and the object file.
+//!
+//! Parallel work is the caller's: `NAME_run_parallel` takes a `kiln_parallel` (a `parallel_for`
+//! callback, its context and a part count) and hands each split kernel to it. A kernel whose step
+//! is `split` takes two extra i64 parameters `(part, parts)` and computes only its share (see
+//! `Kb::share`). Each such kernel gets a *trampoline* `(ctx, index)` matching the C type
+//! `kiln_task_fn`: it loads the kernel's pointer operands and `parts` from `ctx`, a block the entry
+//! fills on its stack, and calls the kernel as part `index`. Serial runs call the same kernel as
+//! part 0 of 1, so there is one copy of every kernel and serial and parallel runs compute every
+//! element with the same instructions: their results are bitwise identical.
 
 use crate::builder::{CodegenCfg, Kb, Ptr};
 use crate::lower::{Arg, Lowered};
 use crate::memory::{Layout, Storage};
 use crate::{BackendError, KernelClif};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::types::{I32, I64, I8};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, Signature, UserFuncName,
+    AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
+    StackSlotKind, UserFuncName,
 };
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::Context;
@@ -42,13 +52,24 @@ pub(crate) struct EmitOptions<'a> {
     pub compile: bool,
 }
 
-/// A kernel to emit: which node it serves, its name stem, its operands' read-only flags and body.
+/// A kernel to emit: which node it serves, its name stem, its operands' read-only flags and body,
+/// and whether it takes `(part, parts)`.
 struct KernelReq<'a> {
     node: NodeId,
     kind: &'a str,
     ro: Vec<bool>,
     build: &'a dyn Fn(&mut Kb),
+    split: bool,
 }
+
+/// Byte offsets of the `kiln_parallel` struct the header declares (LP64: a function pointer, a data
+/// pointer, a `uint32_t`).
+const PAR_FOR: i32 = 0;
+const PAR_USER: i32 = 8;
+const PAR_TASKS: i32 = 16;
+
+/// `NAME_run_parallel`'s return code for a `kiln_parallel` with `tasks > 1` and no `parallel_for`.
+const ERR_PARALLEL: i64 = 4;
 
 struct Emitter<'a> {
     g: &'a Graph,
@@ -57,6 +78,10 @@ struct Emitter<'a> {
     ctx: Context,
     fctx: FunctionBuilderContext,
     by_text: HashMap<String, FuncId>,
+    /// Symbol of every kernel, by id (trampolines are named after their kernel).
+    symbols: HashMap<FuncId, String>,
+    /// The trampoline of every split kernel, by the kernel's id.
+    trampolines: HashMap<FuncId, FuncId>,
     clif: Vec<KernelClif>,
     code_bytes: usize,
     opts: &'a EmitOptions<'a>,
@@ -83,6 +108,8 @@ pub(crate) fn emit(
         cfg,
         fctx: FunctionBuilderContext::new(),
         by_text: HashMap::new(),
+        symbols: HashMap::new(),
+        trampolines: HashMap::new(),
         clif: Vec::new(),
         code_bytes: 0,
         opts,
@@ -101,8 +128,14 @@ pub(crate) fn emit(
             kind: &s.kind,
             ro: s.args.iter().map(ro_of).collect(),
             build: &*s.build,
+            split: s.split,
         };
-        step_funcs.push(em.kernel(&req)?);
+        let f = em.kernel(&req)?;
+        if s.split && !em.trampolines.contains_key(&f) {
+            let t = em.trampoline(f, s.args.len())?;
+            em.trampolines.insert(f, t);
+        }
+        step_funcs.push(f);
     }
     let mut copy_funcs = Vec::new();
     for (v, _) in &lay.copies {
@@ -114,6 +147,7 @@ pub(crate) fn emit(
             kind: "copy",
             ro: vec![ro, false],
             build: &build,
+            split: false,
         };
         copy_funcs.push(em.kernel(&req)?);
     }
@@ -172,7 +206,7 @@ impl<'a> Emitter<'a> {
 
     /// Builds a kernel, reusing an existing function when the CLIF is identical.
     fn kernel(&mut self, req: &KernelReq) -> Result<FuncId, BackendError> {
-        let sig = self.sig(req.ro.len());
+        let sig = self.sig(req.ro.len() + if req.split { 2 } else { 0 });
         let fcfg = self.module.target_config();
         let mut func = Function::with_name_signature(UserFuncName::user(0, 0), sig);
         {
@@ -187,11 +221,13 @@ impl<'a> Emitter<'a> {
                 .zip(&req.ro)
                 .map(|(&v, &ro)| Ptr { v, ro })
                 .collect();
+            let n = req.ro.len();
+            let part = req.split.then(|| (params[n], params[n + 1]));
             let mut kb = Kb {
                 b,
                 cfg: self.cfg,
                 args,
-                part: None,
+                part,
             };
             (req.build)(&mut kb);
             kb.ret();
@@ -214,6 +250,7 @@ impl<'a> Emitter<'a> {
             .declare_function(&symbol, Linkage::Local, &func.signature)
             .map_err(|e| BackendError::Internal(format!("declare {symbol}: {e}")))?;
         self.by_text.insert(text.clone(), id);
+        self.symbols.insert(id, symbol.clone());
         if self.opts.want_clif {
             self.clif.push(KernelClif {
                 symbol: symbol.clone(),
@@ -259,7 +296,97 @@ impl<'a> Emitter<'a> {
         Ok(())
     }
 
-    /// `int NAME_run(const NAME_inputs *in, NAME_outputs *out, void *arena[, const void *weights])`.
+    /// The trampoline of a split kernel with `nargs` pointer operands: `void (void *ctx, uint32_t
+    /// index)`, the C type `kiln_task_fn`. `ctx` holds the `nargs` pointers, then `parts` (all
+    /// 8-byte words); the kernel runs as part `index` of `parts`.
+    fn trampoline(&mut self, kernel: FuncId, nargs: usize) -> Result<FuncId, BackendError> {
+        let mut sig = self.sig(1);
+        sig.params.push(AbiParam::new(I32));
+        let symbol = format!("{}_task", self.symbols[&kernel]);
+        let id = self
+            .module
+            .declare_function(&symbol, Linkage::Local, &sig)
+            .map_err(|e| BackendError::Internal(format!("declare {symbol}: {e}")))?;
+        let fcfg = self.module.target_config();
+        let mut func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig);
+        let kref = self.module.declare_func_in_func(kernel, &mut func);
+        {
+            let mut b = FunctionBuilder::new(&mut func, &mut self.fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let p = b.block_params(entry).to_vec();
+            let (ctx, index) = (p[0], p[1]);
+            let words: Vec<_> = (0..=nargs)
+                .map(|k| {
+                    b.ins()
+                        .load(I64, MemFlagsData::trusted(), ctx, (k * 8) as i32)
+                })
+                .collect();
+            let mut args = words[..nargs].to_vec();
+            // `index` is a C `uint32_t`: only its low 32 bits are defined.
+            args.push(b.ins().uextend(I64, index));
+            args.push(words[nargs]);
+            b.ins().call(kref, &args);
+            b.ins().return_(&[]);
+            b.finalize(fcfg);
+        }
+        self.finish_entry(id, func, &symbol, "a parallel task")?;
+        Ok(id)
+    }
+
+    /// Keeps the CLIF of an entry point or trampoline (no nodes) and compiles it.
+    fn finish_entry(
+        &mut self,
+        id: FuncId,
+        func: Function,
+        symbol: &str,
+        label: &str,
+    ) -> Result<(), BackendError> {
+        if self.opts.want_clif {
+            self.clif.push(KernelClif {
+                symbol: symbol.to_string(),
+                nodes: vec![],
+                clif: func.display().to_string(),
+                func: id.as_u32(),
+            });
+        }
+        if self.opts.compile {
+            self.define(id, func, symbol, label)?;
+        }
+        Ok(())
+    }
+
+    /// `int NAME_run(const NAME_inputs *in, NAME_outputs *out, void *arena[, const void
+    /// *weights])`: `NAME_run_parallel` with `par = NULL`.
+    fn serial_entry(&mut self, run: FuncId, parallel: FuncId) -> Result<(), BackendError> {
+        let params = if self.opts.external { 4 } else { 3 };
+        let mut sig = self.sig(params);
+        sig.returns.push(AbiParam::new(I32));
+        let symbol = format!("{}_run", self.opts.name);
+        let fcfg = self.module.target_config();
+        let mut func = Function::with_name_signature(UserFuncName::user(0, run.as_u32()), sig);
+        let pref = self.module.declare_func_in_func(parallel, &mut func);
+        {
+            let mut b = FunctionBuilder::new(&mut func, &mut self.fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let mut args = b.block_params(entry).to_vec();
+            args.push(b.ins().iconst(I64, 0));
+            let call = b.ins().call(pref, &args);
+            let rc = b.inst_results(call)[0];
+            b.ins().return_(&[rc]);
+            b.finalize(fcfg);
+        }
+        self.finish_entry(run, func, &symbol, "the entry point")
+    }
+
+    /// `int NAME_run_parallel(const NAME_inputs *in, NAME_outputs *out, void *arena[, const void
+    /// *weights], const kiln_parallel *par)`, then `NAME_run` (declared first, so the symbol
+    /// table lists `NAME_run` first).
     fn entry(
         &mut self,
         l: &Lowered,
@@ -269,9 +396,17 @@ impl<'a> Emitter<'a> {
         weights_data: Option<cranelift_module::DataId>,
     ) -> Result<(), BackendError> {
         let g = self.g;
-        let mut sig = self.sig(if self.opts.external { 4 } else { 3 });
+        let nparams = if self.opts.external { 4 } else { 3 };
+        let mut run_sig = self.sig(nparams);
+        run_sig.returns.push(AbiParam::new(I32));
+        let run_symbol = format!("{}_run", self.opts.name);
+        let run_id = self
+            .module
+            .declare_function(&run_symbol, Linkage::Export, &run_sig)
+            .map_err(|e| BackendError::Internal(format!("declare {run_symbol}: {e}")))?;
+        let mut sig = self.sig(nparams + 1);
         sig.returns.push(AbiParam::new(I32));
-        let symbol = format!("{}_run", self.opts.name);
+        let symbol = format!("{}_run_parallel", self.opts.name);
         let id = self
             .module
             .declare_function(&symbol, Linkage::Export, &sig)
@@ -286,7 +421,38 @@ impl<'a> Emitter<'a> {
             .iter()
             .map(|&f| self.module.declare_func_in_func(f, &mut func))
             .collect();
+        let mut tramp_ids: Vec<(FuncId, FuncId)> =
+            self.trampolines.iter().map(|(&k, &t)| (k, t)).collect();
+        tramp_ids.sort_by_key(|(k, _)| k.as_u32());
+        let tramp_refs: HashMap<FuncId, _> = tramp_ids
+            .into_iter()
+            .map(|(k, t)| (k, self.module.declare_func_in_func(t, &mut func)))
+            .collect();
         let wgv = weights_data.map(|d| self.module.declare_data_in_func(d, &mut func));
+        // `void parallel_for(void *user, uint32_t count, kiln_task_fn task, void *task_ctx)`.
+        let mut pf_sig = self.sig(0);
+        pf_sig.params.extend([
+            AbiParam::new(I64),
+            AbiParam::new(I32),
+            AbiParam::new(I64),
+            AbiParam::new(I64),
+        ]);
+        let pf_sigref = func.import_signature(pf_sig);
+        // One task context serves every split step in turn: `parallel_for` returns only when all
+        // tasks are done, so the next step may overwrite it.
+        let ctx_words = l
+            .steps
+            .iter()
+            .filter(|s| s.split)
+            .map(|s| s.args.len() + 1)
+            .max();
+        let ctx_slot = ctx_words.map(|w| {
+            func.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                (w * 8) as u32,
+                4,
+            ))
+        });
         {
             let mut b = FunctionBuilder::new(&mut func, &mut self.fctx);
             let entry = b.create_block();
@@ -296,7 +462,7 @@ impl<'a> Emitter<'a> {
             b.switch_to_block(entry);
             b.seal_block(entry);
             let p = b.block_params(entry).to_vec();
-            let (pin, pout, arena) = (p[0], p[1], p[2]);
+            let (pin, pout, arena, par) = (p[0], p[1], p[2], p[nparams]);
 
             // Branch to `fail(code)` when `bad` is set; continue in a fresh block.
             let check = |b: &mut FunctionBuilder, bad, code: i64| {
@@ -355,6 +521,36 @@ impl<'a> Emitter<'a> {
                 wgv.map(|gv| b.ins().symbol_value(I64, gv))
             };
 
+            // The parallel context: `(on, parallel_for, user, parts)`, `on` when `par` asks for
+            // more than one part. A `par` that asks for parts but has no callback is refused
+            // before any work starts, like every other bad argument.
+            let after = b.create_block();
+            for ty in [I8, I64, I64, I64] {
+                b.append_block_param(after, ty);
+            }
+            let read_par = b.create_block();
+            let off = b.ins().iconst(I8, 0);
+            let zero = b.ins().iconst(I64, 0);
+            let one = b.ins().iconst(I64, 1);
+            let serial = [off, zero, zero, one].map(BlockArg::Value);
+            b.ins().brif(par, read_par, &[], after, &serial);
+            b.switch_to_block(read_par);
+            b.seal_block(read_par);
+            let tasks = b.ins().uload32(trusted, par, PAR_TASKS);
+            let many = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, tasks, 1);
+            let pfn = b.ins().load(I64, trusted, par, PAR_FOR);
+            let no_fn = b.ins().icmp_imm_s(IntCC::Equal, pfn, 0);
+            let bad = b.ins().band(many, no_fn);
+            check(&mut b, bad, ERR_PARALLEL);
+            let user = b.ins().load(I64, trusted, par, PAR_USER);
+            b.ins()
+                .jump(after, &[many, pfn, user, tasks].map(BlockArg::Value));
+            b.switch_to_block(after);
+            b.seal_block(after);
+            let pv = b.block_params(after).to_vec();
+            let (on, pfn, user, parts) = (pv[0], pv[1], pv[2], pv[3]);
+            let ctx = ctx_slot.map(|slot| b.ins().stack_addr(I64, slot, 0));
+
             let storage_ptr = |b: &mut FunctionBuilder, s: Storage| match s {
                 Storage::Input(i) => ins[i],
                 Storage::Output(i) => outs[i],
@@ -389,7 +585,34 @@ impl<'a> Emitter<'a> {
                     };
                     args.push(v);
                 }
+                if !s.split {
+                    b.ins().call(step_refs[si], &args);
+                    continue;
+                }
+                let (Some(ctx), Some(&tramp)) = (ctx, tramp_refs.get(&step_funcs[si])) else {
+                    unreachable!("a split step has a trampoline and a context slot");
+                };
+                let (pblock, sblock, join) = (b.create_block(), b.create_block(), b.create_block());
+                b.ins().brif(on, pblock, &[], sblock, &[]);
+                b.switch_to_block(pblock);
+                b.seal_block(pblock);
+                for (k, &a) in args.iter().enumerate() {
+                    b.ins().store(trusted, a, ctx, (k * 8) as i32);
+                }
+                b.ins().store(trusted, parts, ctx, (args.len() * 8) as i32);
+                let task = b.ins().func_addr(I64, tramp);
+                let count = b.ins().ireduce(I32, parts);
+                b.ins()
+                    .call_indirect(pf_sigref, pfn, &[user, count, task, ctx]);
+                b.ins().jump(join, &[]);
+                b.switch_to_block(sblock);
+                b.seal_block(sblock);
+                args.push(zero);
+                args.push(one);
                 b.ins().call(step_refs[si], &args);
+                b.ins().jump(join, &[]);
+                b.switch_to_block(join);
+                b.seal_block(join);
             }
             for (ci, (v, i)) in lay.copies.iter().enumerate() {
                 let src = storage_ptr(
@@ -409,17 +632,7 @@ impl<'a> Emitter<'a> {
             b.ins().return_(&[code]);
             b.finalize(fcfg);
         }
-        if self.opts.want_clif {
-            self.clif.push(KernelClif {
-                symbol: symbol.clone(),
-                nodes: vec![],
-                clif: func.display().to_string(),
-                func: id.as_u32(),
-            });
-        }
-        if self.opts.compile {
-            self.define(id, func, &symbol, "the entry point")?;
-        }
-        Ok(())
+        self.finish_entry(id, func, &symbol, "the entry point")?;
+        self.serial_entry(run_id, id)
     }
 }

@@ -1,8 +1,9 @@
 //! kiln's backend: lowers a [`kiln_ir::Graph`] with static shapes to a native ELF object with
 //! Cranelift, for x86_64 and aarch64 Linux.
 //!
-//! The object defines one exported symbol, `NAME_run`, plus local kernels and a local weights
-//! object, and links against nothing: no libc, no libm, no allocator (math is emitted inline by
+//! The object defines two exported symbols, `NAME_run` and `NAME_run_parallel` (the same with a
+//! caller-supplied `parallel_for` callback that the heavy kernels split their work through), plus
+//! local kernels and a local weights object, and links against nothing: no libc, no libm, no allocator (math is emitted inline by
 //! `kiln_runtime::math`, and [`compile`] fails if the object has any undefined symbol). Several
 //! models compiled with different names link into one program.
 //!
@@ -11,7 +12,8 @@
 //! - `memory`: every value gets a storage (caller buffer, arena offset from
 //!   `kiln_runtime::plan`, weights offset); elementwise ops reuse dying inputs' buffers.
 //! - `emit`: one Cranelift function per distinct kernel (identical CLIF is emitted once), the
-//!   entry `NAME_run` that checks its arguments and calls the kernels in order, the weights.
+//!   entry `NAME_run_parallel` that checks its arguments and calls the kernels in order (handing
+//!   split kernels to the caller's `parallel_for`), `NAME_run` calling it serially, the weights.
 //!
 //! Settings are explicit and recorded in the [`Report`]: `opt_level=speed`, `is_pic`, one section
 //! per function, the verifier in debug builds, and ISA flags from the [`Target`]'s CPU level and
@@ -189,7 +191,8 @@ pub enum Location {
 pub struct KernelClif {
     /// Its symbol.
     pub symbol: String,
-    /// The nodes it serves (`node "name" (op)`); empty for the entry.
+    /// The nodes it serves (`node "name" (op)`); empty for the entry points and the trampolines
+    /// that run split kernels as parallel tasks.
     pub nodes: Vec<String>,
     /// CLIF text, as built (before optimization).
     pub clif: String,
@@ -201,7 +204,8 @@ pub fn compile(graph: &Graph, opts: &Options) -> Result<Artifact, BackendError> 
     Compilation::new(graph, opts)?.run()
 }
 
-/// The CLIF of every function [`compile`] would emit (kernels, then `NAME_run`), with the nodes each
+/// The CLIF of every function [`compile`] would emit (kernels, trampolines, then `NAME_run_parallel`
+/// and `NAME_run`), with the nodes each
 /// kernel serves; nothing is compiled. For snapshots and `--emit clif`.
 pub fn compile_clif(graph: &Graph, opts: &Options) -> Result<Vec<KernelClif>, BackendError> {
     let c = Compilation::new(graph, opts)?;
@@ -252,6 +256,7 @@ impl<'a> Compilation<'a> {
         let cfg = CodegenCfg {
             fma: !x86 || flag("has_fma") == Some(true),
             round: !x86 || flag("has_sse41") == Some(true),
+            aarch64: !x86,
         };
         Ok(Compilation {
             graph,

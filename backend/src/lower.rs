@@ -8,8 +8,8 @@
 //! are collected so a model's problems are listed at once.
 
 use crate::builder::{CodegenCfg, Kb};
-use crate::kernels::conv::ConvSpec;
-use crate::kernels::gemm::{Addend, Gemm as GemmCall, Mat};
+use crate::kernels::conv::{ConvPlan, ConvSpec};
+use crate::kernels::gemm::{pack_b, Addend, Lhs, Mat, Product, Rhs, Tiling};
 use crate::kernels::pool::PoolSpec;
 use crate::kernels::{self, dense_strides};
 use crate::BackendError;
@@ -18,6 +18,7 @@ use kiln_ir::{DType, Graph, NodeId, Op, Tensor, Value};
 use std::collections::HashMap;
 
 mod elementwise;
+mod fused;
 mod movement;
 mod norm;
 
@@ -190,9 +191,7 @@ pub(crate) fn lower(g: &Graph, cfg: CodegenCfg) -> Result<Lowered, BackendError>
 
 struct Lowering<'g> {
     g: &'g Graph,
-    // Target capabilities, for lowering decisions that depend on them (none does at the moment:
-    // the kernels read them from `Kb::cfg`).
-    #[allow(dead_code)]
+    // Target capabilities: the GEMM tile shape (and so the packed weight layouts) depends on them.
     cfg: CodegenCfg,
     derived: Vec<Derived>,
     consts: HashMap<NodeId, Tensor>,
@@ -304,12 +303,30 @@ impl<'g> Lowering<'g> {
                 let xd = self.dims(x);
                 let wd = self.dims(w);
                 let spec = ConvSpec::new(&c, &xd, &wd, &ydims, bias.is_some());
-                let mut args = vec![Arg::Val(x), Arg::Val(w)];
+                let tiling = Tiling::for_target(&self.cfg);
+                // Constant weights of a product-based convolution are packed at compile time
+                // into the micro-kernel's row panels.
+                let packed = (!spec.depthwise())
+                    .then(|| self.const_of(w))
+                    .flatten()
+                    .filter(|_| spec.m > 0 && spec.k_len() > 0);
+                let plan = ConvPlan {
+                    tiling,
+                    packed_w: packed.is_some(),
+                };
+                let w_arg = match packed {
+                    Some(t) => {
+                        let v = plan.pack_weights(&spec, &t.to_f32_vec());
+                        self.derive(id, "packed_w", Tensor::from_f32(vec![v.len()], &v))
+                    }
+                    None => Arg::Val(w),
+                };
+                let mut args = vec![Arg::Val(x), w_arg];
                 if let Some(b) = bias {
                     args.push(Arg::Val(b));
                 }
                 args.push(Arg::Val(y));
-                let scratch = spec.scratch_bytes();
+                let scratch = spec.scratch_bytes(&tiling);
                 if scratch > 0 {
                     args.push(Arg::Scratch(scratch));
                 }
@@ -319,7 +336,7 @@ impl<'g> Lowering<'g> {
                     "conv",
                     args,
                     vec![],
-                    Box::new(move |kb| kernels::conv::conv_kernel(kb, &spec)),
+                    Box::new(move |kb| kernels::conv::conv_kernel(kb, &spec, &plan)),
                 )
                 .map(|s| Step { split, ..s })
             }
@@ -357,6 +374,7 @@ impl<'g> Lowering<'g> {
                 } else {
                     "avg_pool"
                 };
+                let split = spec.splits();
                 self.step(
                     id,
                     kind,
@@ -364,6 +382,7 @@ impl<'g> Lowering<'g> {
                     vec![],
                     Box::new(move |kb| kernels::pool::pool_kernel(kb, &spec)),
                 )
+                .map(|s| Step { split, ..s })
             }
             Op::GlobalPool(p) => {
                 let x = self.input(id, 0)?;
@@ -376,6 +395,7 @@ impl<'g> Lowering<'g> {
                 } else {
                     "global_avg_pool"
                 };
+                let split = kernels::pool::global_pool_splits(planes, len);
                 self.step(
                     id,
                     name,
@@ -383,6 +403,7 @@ impl<'g> Lowering<'g> {
                     vec![],
                     Box::new(move |kb| kernels::pool::global_pool_kernel(kb, kind, planes, len)),
                 )
+                .map(|s| Step { split, ..s })
             }
             Op::Gemm(gm) => self.gemm(id, gm)?,
             Op::Movement(_)
@@ -401,6 +422,7 @@ impl<'g> Lowering<'g> {
             | Op::Attention(_)
             | Op::Rotary(_) => self.norm_family(id, &op)?,
             Op::MatMul => self.matmul(id)?,
+            Op::FusedEw(ref f) => self.fused(id, f)?,
             Op::BatchNorm(bn) => {
                 let x = self.input(id, 0)?;
                 f32_only("batch_norm", self.dtype(x))?;
@@ -563,27 +585,28 @@ impl<'g> Lowering<'g> {
         } else {
             ((k * 4) as i64, 4i64)
         };
+        let t = Tiling::for_target(&self.cfg);
         let mut args = vec![Arg::Val(a)];
-        // B as [K, N] with contiguous rows: packed at compile time when constant, else transposed
-        // into scratch at run time if needed.
+        // A constant B (a fully connected layer's weights) is packed at compile time into the
+        // micro-kernel's column panels; a run-time B is read in place, through a transposed copy
+        // in scratch when it is stored [N, K].
         let mut transpose_b = false;
-        match self.const_of(b) {
-            Some(t) if gm.trans_b => {
-                let v = t.to_f32_vec();
-                let mut packed = vec![0f32; k * n];
-                for i in 0..n {
-                    for j in 0..k {
-                        packed[j * n + i] = v[i * k + j];
-                    }
-                }
-                let arg = self.derive(id, "packed_b", Tensor::from_f32(vec![k, n], &packed));
+        let packed_b = match self.const_of(b) {
+            Some(tb) => {
+                let v = tb.to_f32_vec();
+                let (rs, cs) = if gm.trans_b { (1, k) } else { (n, 1) };
+                let packed = pack_b(&v, k, n, rs, cs, t.nr);
+                let len = packed.len();
+                let arg = self.derive(id, "packed_b", Tensor::from_f32(vec![len], &packed));
                 args.push(arg);
+                true
             }
-            _ => {
+            None => {
                 args.push(Arg::Val(b));
                 transpose_b = gm.trans_b;
+                false
             }
-        }
+        };
         let c = g.input(id, 2).filter(|_| gm.beta != 0.0);
         let mut c_mat = None;
         if let Some(c) = c {
@@ -604,8 +627,12 @@ impl<'g> Lowering<'g> {
             args.push(Arg::Scratch(k * n * 4));
         }
         let (alpha, beta) = (gm.alpha, gm.beta);
+        let post = gm.post;
         let has_c = c_mat.is_some();
-        Ok(self.step(
+        // Parts share the columns; a run-time transpose of B would have every part write all of
+        // it, so that case stays serial.
+        let split = !transpose_b && worth_splitting(m * n * k);
+        let step = self.step(
             id,
             "gemm",
             args,
@@ -639,20 +666,24 @@ impl<'g> Lowering<'g> {
                     c: Mat { p, rs, cs },
                     beta,
                 });
-                let spec = GemmCall {
+                let spec = Product {
                     m,
                     n,
                     k,
                     alpha,
-                    a: Mat {
+                    a: Lhs::Strided(Mat {
                         p: pa,
                         rs: a_mat.0,
                         cs: a_mat.1,
-                    },
-                    b: Mat {
-                        p: pb,
-                        rs: (n * 4) as i64,
-                        cs: 4,
+                    }),
+                    b: if packed_b {
+                        Rhs::Panels(pb)
+                    } else {
+                        Rhs::Rows(Mat {
+                            p: pb,
+                            rs: (n * 4) as i64,
+                            cs: 4,
+                        })
                     },
                     y: Mat {
                         p: py,
@@ -660,11 +691,13 @@ impl<'g> Lowering<'g> {
                         cs: 4,
                     },
                     add,
-                    post: Vec::new(),
+                    post: post.clone(),
                 };
-                kernels::gemm::gemm(kb, &spec);
+                let (t0, t1) = kb.share(t.col_tiles(n));
+                kernels::gemm::product(kb, &spec, &t, t0, t1, &mut |_, _, _| {});
             }),
-        ))
+        );
+        Ok(step.map(|s| Step { split, ..s }))
     }
 
     fn matmul(&mut self, id: NodeId) -> Result<Option<Step>, BackendError> {
@@ -703,8 +736,29 @@ impl<'g> Lowering<'g> {
                 .map(|(&x, s)| if x == 1 { 0 } else { s })
                 .collect()
         };
+        let t = Tiling::for_target(&self.cfg);
+        // A constant B is packed at compile time into column panels, every batch matrix of it.
+        let packed = self.const_of(b).map(|tb| {
+            let v = tb.to_f32_vec();
+            let mats = v.len() / (k * n).max(1);
+            let mut out = Vec::with_capacity(mats * t.packed_b_len(k, n));
+            for i in 0..mats {
+                out.extend(pack_b(&v[i * k * n..], k, n, n, 1, t.nr));
+            }
+            out
+        });
+        let b_arg = match &packed {
+            Some(p) if k * n > 0 => self.derive(id, "packed_b", Tensor::from_f32(vec![p.len()], p)),
+            _ => Arg::Val(b),
+        };
+        let packed_b = packed.is_some() && k * n > 0;
+        let b_mat = if packed_b {
+            t.packed_b_len(k, n) * 4
+        } else {
+            k * n * 4
+        };
         let sa = bstr(&pa, (m * k * 4) as i64);
-        let sb = bstr(&pb, (k * n * 4) as i64);
+        let sb = bstr(&pb, b_mat as i64);
         let so = dense_strides(&ob, (m * n * 4) as i64);
         let (bdims, bs) = kernels::coalesce(&ob, &[sa, sb, so], 0);
         // A batch of row-major A's times one shared B is a single taller product.
@@ -717,28 +771,36 @@ impl<'g> Lowering<'g> {
         } else {
             (bdims, m, bs)
         };
-        Ok(self.step(
+        let batches: usize = batch.iter().product();
+        let split = worth_splitting(batches * rows * n * k);
+        let step = self.step(
             id,
             "matmul",
-            vec![Arg::Val(a), Arg::Val(b), Arg::Val(y)],
+            vec![Arg::Val(a), b_arg, Arg::Val(y)],
             vec![],
             Box::new(move |kb| {
                 let (pa, pb, py) = (kb.args[0], kb.args[1], kb.args[2]);
+                // Every part takes the same columns of every matrix of the batch.
+                let (t0, t1) = kb.share(t.col_tiles(n));
                 kernels::loop_nest(kb, &batch, &strides, &[pa, pb, py], &mut |kb, p| {
-                    let spec = GemmCall {
+                    let spec = Product {
                         m: rows,
                         n,
                         k,
                         alpha: 1.0,
-                        a: Mat {
+                        a: Lhs::Strided(Mat {
                             p: p[0],
                             rs: (k * 4) as i64,
                             cs: 4,
-                        },
-                        b: Mat {
-                            p: p[1],
-                            rs: (n * 4) as i64,
-                            cs: 4,
+                        }),
+                        b: if packed_b {
+                            Rhs::Panels(p[1])
+                        } else {
+                            Rhs::Rows(Mat {
+                                p: p[1],
+                                rs: (n * 4) as i64,
+                                cs: 4,
+                            })
                         },
                         y: Mat {
                             p: p[2],
@@ -748,9 +810,16 @@ impl<'g> Lowering<'g> {
                         add: None,
                         post: Vec::new(),
                     };
-                    kernels::gemm::gemm(kb, &spec);
+                    kernels::gemm::product(kb, &spec, &t, t0, t1, &mut |_, _, _| {});
                 });
             }),
-        ))
+        );
+        Ok(step.map(|s| Step { split, ..s }))
     }
+}
+
+/// Whether a product of this many multiply-adds is worth handing to the parallel-for (a dispatch
+/// costs a few microseconds; 1e5 multiply-adds take about ten on one core).
+fn worth_splitting(macs: usize) -> bool {
+    macs > 100_000
 }

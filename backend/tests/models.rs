@@ -25,6 +25,7 @@ fn mlp() -> Case {
             beta: 1.0,
             trans_a: false,
             trans_b: true,
+            post: vec![],
         }),
         &[x, w1, b1],
     );
@@ -39,6 +40,7 @@ fn mlp() -> Case {
             beta: 1.0,
             trans_a: false,
             trans_b: true,
+            post: vec![],
         }),
         &[h, w2, b2],
     );
@@ -71,6 +73,7 @@ fn cnn() -> Case {
         dilations: vec![1, 1],
         pads: vec![1, 1, 1, 1],
         group: 1,
+        post: vec![],
     });
     let h = c.node("conv1", conv1, &[x, w, b]);
     let scale = c.weight("bn.scale", &[8]);
@@ -101,6 +104,7 @@ fn cnn() -> Case {
         dilations: vec![1, 1],
         pads: vec![1, 1, 1, 1],
         group: 2,
+        post: vec![],
     });
     let h = c.node("conv2", conv2, &[h, w]);
     let h = relu(&mut c, "relu2", h);
@@ -121,6 +125,7 @@ fn cnn() -> Case {
             beta: 1.0,
             trans_a: false,
             trans_b: true,
+            post: vec![],
         }),
         &[h, w, b],
     );

@@ -508,6 +508,7 @@ fn convs_of_other_float_dtypes() {
         dilations: vec![1, 2],
         pads: vec![1, 1, 1, 0],
         group: 2,
+        post: vec![],
     });
     c.out("conv_f64", op, &[x, w, b]);
     // f16 and bf16, 1-D depthwise (a causal convolution's shape): products and sums in f32.
@@ -520,6 +521,7 @@ fn convs_of_other_float_dtypes() {
             dilations: vec![1],
             pads: vec![2, 0],
             group: 4,
+            post: vec![],
         });
         c.out(name, op, &[x, w]);
     }

@@ -38,6 +38,7 @@ fn mathy() -> Case {
             beta: 1.0,
             trans_a: false,
             trans_b: false,
+            post: vec![],
         }),
         &[p, w],
     );
@@ -57,6 +58,7 @@ fn mathy() -> Case {
         dilations: vec![1, 1],
         pads: vec![1, 1, 1, 1],
         group: 1,
+        post: vec![],
     });
     c.out("conv", conv, &[img, k]);
     c
@@ -96,7 +98,7 @@ fn compiling_twice_gives_identical_bytes() {
 }
 
 #[test]
-fn objects_define_everything_and_export_only_run() {
+fn objects_define_everything_and_export_only_the_entries() {
     let c = mathy();
     for target in targets() {
         let o = Options {
@@ -127,15 +129,14 @@ fn objects_define_everything_and_export_only_run() {
         }
         assert_eq!(
             globals,
-            vec!["mathy_run".to_string()],
+            vec!["mathy_run".to_string(), "mathy_run_parallel".to_string()],
             "{}",
             target.describe()
         );
-        let run = file
-            .symbols()
-            .find(|s| s.name() == Ok("mathy_run"))
-            .unwrap();
-        assert_eq!(run.scope(), SymbolScope::Dynamic);
+        for name in ["mathy_run", "mathy_run_parallel"] {
+            let run = file.symbols().find(|s| s.name() == Ok(name)).unwrap();
+            assert_eq!(run.scope(), SymbolScope::Dynamic);
+        }
         assert!(file
             .symbols()
             .any(|s| s.name() == Ok("mathy_weights") && s.scope() == SymbolScope::Compilation));
@@ -317,9 +318,10 @@ fn report_shows_views_inplace_and_weights() {
     assert_eq!(loc("tanh"), Location::Arena { offset });
     assert_eq!(loc("neg"), Location::Arena { offset });
     assert_eq!(a.report.arena_bytes, 4 * 8 * 4);
-    // Identical constants are stored once.
-    assert_eq!(loc("w"), Location::Weights { offset: 0 });
-    assert_eq!(loc("w_again"), Location::Weights { offset: 0 });
+    // A constant right operand lives only in its packed form (8 columns: one panel, no padding),
+    // and the identical packed copies of `w` and `w_again` are stored once.
+    assert_eq!(loc("w"), Location::Folded);
+    assert_eq!(loc("w_again"), Location::Folded);
     assert_eq!(a.report.weight_bytes, 8 * 8 * 4);
 }
 

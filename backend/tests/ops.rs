@@ -200,6 +200,7 @@ fn conv(k: &[usize], s: &[usize], d: &[usize], p: &[usize], group: usize) -> Op 
         dilations: d.to_vec(),
         pads: p.to_vec(),
         group,
+        post: vec![],
     })
 }
 
@@ -593,6 +594,7 @@ fn gemm(alpha: f32, beta: f32, ta: bool, tb: bool) -> Op {
         beta,
         trans_a: ta,
         trans_b: tb,
+        post: vec![],
     })
 }
 

@@ -149,6 +149,7 @@ fn float_unary_ops() -> Vec<UnaryOp> {
         UnaryOp::Gelu { tanh: false },
         UnaryOp::Gelu { tanh: true },
         UnaryOp::Mish,
+        UnaryOp::Silu,
     ]
 }
 
@@ -156,7 +157,7 @@ fn float_unary_ops() -> Vec<UnaryOp> {
 fn transcendental(name: &str) -> bool {
     [
         "sigmoid", "tanh", "exp", "erf", "sin", "cos", "tan", "elu", "selu", "celu", "softplus",
-        "gelu", "mish", "log", "pow",
+        "gelu", "mish", "silu", "log", "pow",
     ]
     .iter()
     .any(|p| name.starts_with(p))

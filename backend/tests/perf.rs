@@ -51,6 +51,7 @@ fn bench() {
         dilations: vec![1, 1],
         pads: vec![1, 1, 1, 1],
         group: 1,
+        post: vec![],
     });
     c.out("conv", conv, &[x, w, b]);
     timeit("conv3x3", &c, 2.0 * 64.0 * 64.0 * 9.0 * 56.0 * 56.0);
@@ -68,6 +69,7 @@ fn bench() {
         dilations: vec![1, 1],
         pads: vec![1, 1, 1, 1],
         group: 128,
+        post: vec![],
     });
     c.out("dconv", dconv, &[dx, dw]);
     timeit("depthwise", &c, 2.0 * 128.0 * 9.0 * 56.0 * 56.0);
@@ -80,6 +82,7 @@ fn bench() {
         dilations: vec![1, 1],
         pads: vec![0, 0, 0, 0],
         group: 1,
+        post: vec![],
     });
     c.out("pconv", dconv, &[dx, dw]);
     timeit("pointwise", &c, 2.0 * 128.0 * 256.0 * 28.0 * 28.0);
@@ -138,6 +141,7 @@ fn compile_time_many_layers() {
             dilations: vec![1, 1],
             pads: vec![1, 1, 1, 1],
             group: 1,
+            post: vec![],
         });
         h = c.node(&format!("conv{i}"), conv, &[h, w, b]);
         h = c.node(&format!("relu{i}"), Op::Unary(UnaryOp::Relu), &[h]);

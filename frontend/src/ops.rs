@@ -422,6 +422,7 @@ fn gemm(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
         beta: cx.attrs.float_or("beta", 1.0)?,
         trans_a: cx.attrs.flag("transA", false)?,
         trans_b: cx.attrs.flag("transB", false)?,
+        post: vec![],
     };
     imp.add(cx, Op::Gemm(g), &[Some(a), Some(b), c])
 }
@@ -504,6 +505,7 @@ fn conv(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
         dilations: win.dilations,
         pads: win.pads,
         group: group as usize,
+        post: vec![],
     };
     imp.add(cx, Op::Conv(op), &[Some(x), Some(w), b])
 }

@@ -318,7 +318,8 @@ fn gemm_attributes() {
             alpha: 0.5,
             beta: 1.0,
             trans_a: false,
-            trans_b: true
+            trans_b: true,
+            post: vec![],
         })
     );
     assert_eq!(out_ty(&m, "y"), f32t(&[2, 4]));
@@ -376,7 +377,8 @@ fn conv_with_explicit_pads_and_default_kernel_shape() {
             strides: vec![2, 2],
             dilations: vec![1, 1],
             pads: vec![1, 1, 1, 1],
-            group: 1
+            group: 1,
+            post: vec![],
         })
     );
     assert_eq!(out_ty(&m, "y"), f32t(&[1, 4, 4, 4]));

@@ -175,7 +175,7 @@ impl Parser {
         }
         let id = match op {
             "input" => {
-                let attrs = self.attrs_opt(c)?;
+                let attrs = attrs_opt(c)?;
                 let name = self.name_comment(c, n)?;
                 let index = single_attr(&attrs, "input", "index")?;
                 let Attr::Int(index) = index else {
@@ -194,7 +194,7 @@ impl Parser {
                     .map_err(|_| "const: must have exactly one output")?;
                 c.skip_ws();
                 let t = const_body(c, &ty)?;
-                let attrs = self.attrs_opt(c)?;
+                let attrs = attrs_opt(c)?;
                 if let Some((k, _)) = attrs.0.first() {
                     return Err(format!("const has no attributes, found `{k}`"));
                 }
@@ -204,7 +204,7 @@ impl Parser {
             _ => {
                 c.skip_ws();
                 let operands = self.operands(c)?;
-                let attrs = self.attrs_opt(c)?;
+                let attrs = attrs_opt(c)?;
                 let name = self.name_comment(c, n)?;
                 let op = Op::from_text(op, &attrs).map_err(|e| format!("{op}: {e}"))?;
                 check_attr_names(&op, &attrs)?;
@@ -272,52 +272,6 @@ impl Parser {
         })
     }
 
-    /// An optional `{k=v, ...}`.
-    fn attrs_opt(&self, c: &mut Cursor) -> Result<Attrs, String> {
-        c.skip_ws();
-        let mut attrs = Attrs::default();
-        if !c.eat('{') {
-            return Ok(attrs);
-        }
-        c.skip_ws();
-        if c.eat('}') {
-            return Ok(attrs);
-        }
-        loop {
-            c.skip_ws();
-            let key = c.word();
-            if key.is_empty()
-                || !key
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-            {
-                return Err(format!(
-                    "expected an attribute name, found {}",
-                    if key.is_empty() {
-                        c.found()
-                    } else {
-                        format!("`{key}`")
-                    }
-                ));
-            }
-            if attrs.0.iter().any(|(k, _)| k == key) {
-                return Err(format!("attribute `{key}` is given twice"));
-            }
-            c.skip_ws();
-            c.expect('=')?;
-            c.skip_ws();
-            let value = c
-                .attr_value()
-                .map_err(|e| format!("attribute `{key}`: {e}"))?;
-            attrs.0.push((key.to_string(), value));
-            c.skip_ws();
-            if c.eat('}') {
-                return Ok(attrs);
-            }
-            c.expect(',')?;
-        }
-    }
-
     /// The optional `# "name"` comment, then the end of the line.
     fn name_comment(&self, c: &mut Cursor, n: usize) -> Result<String, String> {
         c.skip_ws();
@@ -364,6 +318,77 @@ impl Parser {
     }
 }
 
+/// An optional `{k=v, ...}`.
+fn attrs_opt(c: &mut Cursor) -> Result<Attrs, String> {
+    c.skip_ws();
+    let mut attrs = Attrs::default();
+    if !c.eat('{') {
+        return Ok(attrs);
+    }
+    c.skip_ws();
+    if c.eat('}') {
+        return Ok(attrs);
+    }
+    loop {
+        c.skip_ws();
+        let key = c.word();
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        {
+            return Err(format!(
+                "expected an attribute name, found {}",
+                if key.is_empty() {
+                    c.found()
+                } else {
+                    format!("`{key}`")
+                }
+            ));
+        }
+        if attrs.0.iter().any(|(k, _)| k == key) {
+            return Err(format!("attribute `{key}` is given twice"));
+        }
+        c.skip_ws();
+        c.expect('=')?;
+        c.skip_ws();
+        let value = c
+            .attr_value()
+            .map_err(|e| format!("attribute `{key}`: {e}"))?;
+        attrs.0.push((key.to_string(), value));
+        c.skip_ws();
+        if c.eat('}') {
+            return Ok(attrs);
+        }
+        c.expect(',')?;
+    }
+}
+
+/// An op chain as the `post` attribute spells it: `name{k=v, ...}, name, ...` (the empty string is
+/// the empty chain). Each entry's attributes use the attribute grammar of a node line.
+pub(crate) fn op_chain(text: &str) -> Result<Vec<(String, Attrs)>, String> {
+    let mut c = Cursor::new(text);
+    let mut out = Vec::new();
+    c.skip_ws();
+    if c.peek().is_none() {
+        return Ok(out);
+    }
+    loop {
+        c.skip_ws();
+        let name = c.word();
+        if name.is_empty() {
+            return Err(format!("expected an op name, found {}", c.found()));
+        }
+        let attrs = attrs_opt(&mut c)?;
+        out.push((name.to_string(), attrs));
+        c.skip_ws();
+        if c.peek().is_none() {
+            return Ok(out);
+        }
+        c.expect(',')?;
+    }
+}
+
 /// The only attribute of an op that has exactly one.
 fn single_attr<'a>(attrs: &'a Attrs, op: &str, name: &str) -> Result<&'a Attr, String> {
     match attrs.0.as_slice() {
@@ -375,10 +400,12 @@ fn single_attr<'a>(attrs: &'a Attrs, op: &str, name: &str) -> Result<&'a Attr, S
 /// Rejects attributes the op does not have (its constructor would silently ignore them). Some
 /// attributes are printed only when they differ from their default, so their default is accepted too.
 fn check_attr_names(op: &Op, attrs: &Attrs) -> Result<(), String> {
-    const PRINTED_WHEN_SET: [(&str, &str); 3] = [
+    const PRINTED_WHEN_SET: [(&str, &str); 5] = [
         ("shape", "end"),
         ("reshape", "allowzero"),
         ("softmax", "flatten"),
+        ("conv", "post"),
+        ("gemm", "post"),
     ];
     let known = op.attrs();
     for (k, _) in &attrs.0 {

@@ -52,6 +52,7 @@ fn conv_op(
         dilations: dilations.to_vec(),
         pads: pads.to_vec(),
         group,
+        post: vec![],
     })
 }
 
@@ -363,6 +364,7 @@ fn gemm(alpha: f32, beta: f32, trans_a: bool, trans_b: bool) -> Op {
         beta,
         trans_a,
         trans_b,
+        post: vec![],
     })
 }
 
@@ -996,4 +998,45 @@ fn norm_axis_range() {
     // A scalar has no axis (this used to return Ok(0)).
     assert!(norm_axis(0, 0).is_err());
     assert!(norm_axis(i64::MIN, 2).is_err());
+}
+
+// ---- Fused activation chains (`post`) ----
+
+#[test]
+fn conv_and_gemm_apply_their_post_chain_in_order() {
+    use kiln_ir::ops::UnaryOp;
+    // The conv_1x1_with_bias product: [1.5, 2.5, 3.5, 4.5, 10, 20, 30, 40, -9, -17, -25, -33].
+    let x = f32t(&[1, 2, 2, 2], &[1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0]);
+    let w = f32t(&[3, 2, 1, 1], &[1.0, 0.0, 0.0, 1.0, 2.0, -1.0]);
+    let b = f32t(&[3], &[0.5, 0.0, -1.0]);
+    let Op::Conv(mut c) = conv_op(&[1, 1], &[1, 1], &[0; 4], &[1, 1], 1) else {
+        unreachable!()
+    };
+    // Clip to [-10, 25] then leaky relu 0.5: order matters (-17 -> -10 -> -5, not -8.5 -> -8.5).
+    c.post = vec![
+        UnaryOp::Clip {
+            min: -10.0,
+            max: 25.0,
+        },
+        UnaryOp::LeakyRelu { alpha: 0.5 },
+    ];
+    assert_exact(
+        &eval(&Op::Conv(c), &[&x, &w, &b]),
+        &[1, 3, 2, 2],
+        &[
+            1.5, 2.5, 3.5, 4.5, 10.0, 20.0, 25.0, 25.0, -4.5, -5.0, -5.0, -5.0,
+        ],
+    );
+    // gemm [[4,5],[10,11]] - [8, 8] = [[-4,-3],[2,3]], then relu.
+    let (a, bm) = gemm_ab();
+    let Op::Gemm(mut g) = gemm(1.0, 1.0, false, false) else {
+        unreachable!()
+    };
+    g.post = vec![UnaryOp::Relu];
+    let c8 = f32t(&[2], &[-8.0, -8.0]);
+    assert_exact(
+        &eval(&Op::Gemm(g), &[&a, &bm, &c8]),
+        &[2, 2],
+        &[0.0, 0.0, 2.0, 3.0],
+    );
 }

@@ -112,6 +112,14 @@ fn exponential_activations() {
         &[0.865_098_39, -0.303_401_46],
         1e-7,
     );
+    // silu(x) = x / (1 + e^-x): silu(0) = 0, silu(1) = 1 / 1.36787944 = 0.73105858,
+    // silu(-2) = -2 / (1 + e^2) = -2 / 8.3890561 = -0.23840584; silu(-100) = -100 e^-100, about
+    // -4e-42 (no overflow to NaN), zero within the tolerance.
+    close(
+        &un(UnaryOp::Silu, &f32s(&[0.0, 1.0, -2.0, -100.0])),
+        &[0.0, 0.731_058_58, -0.238_405_84, 0.0],
+        1e-7,
+    );
 }
 
 #[test]
@@ -457,6 +465,7 @@ fn new_ops_round_trip_through_text() {
         UnaryOp::Gelu { tanh: true },
         UnaryOp::Gelu { tanh: false },
         UnaryOp::Mish,
+        UnaryOp::Silu,
         UnaryOp::IsNaN,
         UnaryOp::IsInf {
             negative: false,

@@ -179,3 +179,84 @@ fn hand_written_text_is_accepted() {
         "{printed}"
     );
 }
+
+#[test]
+fn fused_activation_chains_round_trip() {
+    use kiln_ir::ops::{Conv, Gemm, UnaryOp};
+    let mut g = Graph::new("post");
+    let x = g.add_input("x", kiln_ir::TensorType::new(DType::F32, &[1, 2, 3, 3]));
+    let w = g.add_const(
+        "w",
+        Tensor::from_f32(vec![2, 2, 1, 1], &[1.0, 0.0, 0.0, 1.0]),
+    );
+    let conv = Op::Conv(Conv {
+        kernel_shape: vec![1, 1],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        group: 1,
+        post: vec![
+            UnaryOp::Clip { min: 0.0, max: 6.0 },
+            UnaryOp::Gelu { tanh: true },
+            UnaryOp::Silu,
+        ],
+    });
+    let y = g.add_node("conv", conv, &[Some(x), Some(w)], &[]).unwrap()[0];
+    g.outputs.push(("y".into(), y));
+    let a = g.add_input("a", kiln_ir::TensorType::new(DType::F32, &[2, 3]));
+    let b = g.add_const("b", Tensor::from_f32(vec![3, 2], &[1.0; 6]));
+    let gemm = Op::Gemm(Gemm {
+        alpha: 1.0,
+        beta: 1.0,
+        trans_a: false,
+        trans_b: false,
+        post: vec![UnaryOp::Relu],
+    });
+    let z = g.add_node("gemm", gemm, &[Some(a), Some(b)], &[]).unwrap()[0];
+    g.outputs.push(("z".into(), z));
+    let parsed = round_trip(&g);
+    let text = print(&g, FULL);
+    // The chain is one string attribute; the inner quotes of gelu's attribute are escaped.
+    assert!(
+        text.contains(r#"post="clip{min=0.0, max=6.0}, gelu{approximate=\"tanh\"}, silu"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"trans_b=0, post="relu"}"#), "{text}");
+    let conv_ops: Vec<&Op> = parsed
+        .node_ids()
+        .into_iter()
+        .map(|id| &parsed.node(id).op)
+        .filter(|op| matches!(op, Op::Conv(_) | Op::Gemm(_)))
+        .collect();
+    assert_eq!(conv_ops.len(), 2);
+    assert!(conv_ops.contains(&&g.node(y.node).op));
+    assert!(conv_ops.contains(&&g.node(z.node).op));
+}
+
+#[test]
+fn empty_chain_is_not_printed_and_bad_chains_are_rejected() {
+    let g = common::cnn();
+    assert!(!print(&g, FULL).contains("post"));
+    let base = "graph \"p\" {\n  %0: f32[2,3] = input {index=0}\n  %1: f32[3,2] = const [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]\n  %2: f32[2,2] = gemm(%0, %1) {alpha=1.0, beta=1.0, trans_a=0, trans_b=0, post=POST}\n  output %2 \"y\"\n}\n";
+    // An explicitly empty chain is the default.
+    let ok = parse(&base.replace("POST", "\"\"")).unwrap();
+    verify(&ok).unwrap();
+    assert!(!print(&ok, FULL).contains("post"));
+    for (post, why) in [
+        ("\"relu,\"", "expected an op name"),
+        ("\"add\"", "not an elementwise op"),
+        ("\"relu{alpha=1.0}\"", "no attribute"),
+        ("\"leaky_relu\"", "alpha"),
+        ("\"relu clip\"", "expected `,`"),
+        ("1", "expected a string"),
+    ] {
+        let err = match parse(&base.replace("POST", post)) {
+            Ok(g) => verify(&g).map(|_| ()).unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(why), "post={post}: {err}");
+    }
+    // A predicate would make the output bool: the verifier refuses it.
+    let g = parse(&base.replace("POST", "\"is_nan\"")).unwrap();
+    assert!(verify(&g).unwrap_err().to_string().contains("is_nan"));
+}

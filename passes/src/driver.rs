@@ -9,6 +9,23 @@ pub fn pipeline() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(ConstFold::default()),
         Box::new(RemoveIdentity),
+        // Structural folds first: they expose the patterns the fusion passes look for.
+        Box::new(crate::FoldBatchNorm),
+        Box::new(crate::FoldPad),
+        // The bias stays a separate add for now: with a C addend one of bert_style's gemm kernels
+        // spills heavily (2361 instructions, 654 stack accesses, against at most 464 and 46 without
+        // C): +16% instructions per run on bert_style, +12% on gpt2_style. Turn it on once the
+        // kernel keeps C out of its registers.
+        Box::new(crate::MatMulToGemm { bias_as_c: false }),
+        Box::new(crate::SimplifyLayout),
+        // Decomposed LayerNorm/GELU/Softmax back to single ops, before fusion splits them up.
+        Box::new(crate::RecognizeLayerNorm),
+        Box::new(crate::RecognizeGelu),
+        Box::new(crate::RecognizeSoftmax),
+        // After the folds and recognitions: bias adds and activations join the conv/gemm epilogue.
+        Box::new(crate::FuseActivation::default()),
+        // Last rewrite: what is left of the elementwise chains runs as one loop per chain.
+        Box::new(crate::FuseElementwise),
         Box::new(DeadNodes),
     ]
 }

@@ -10,12 +10,31 @@
 mod const_fold;
 mod dce;
 mod driver;
+mod fold_batchnorm;
+mod fold_pad;
+mod fuse_activation;
+mod fuse_elementwise;
 mod identity;
+mod matmul_to_gemm;
+mod recognize;
+mod recognize_gelu;
+mod recognize_layernorm;
+mod recognize_softmax;
+mod simplify_layout;
 
 pub use const_fold::ConstFold;
 pub use dce::DeadNodes;
 pub use driver::{pipeline, Driver, PassRecord, PipelineReport};
+pub use fold_batchnorm::FoldBatchNorm;
+pub use fold_pad::FoldPad;
+pub use fuse_activation::FuseActivation;
+pub use fuse_elementwise::FuseElementwise;
 pub use identity::RemoveIdentity;
+pub use matmul_to_gemm::MatMulToGemm;
+pub use recognize_gelu::RecognizeGelu;
+pub use recognize_layernorm::RecognizeLayerNorm;
+pub use recognize_softmax::RecognizeSoftmax;
+pub use simplify_layout::SimplifyLayout;
 
 use kiln_ir::Graph;
 

@@ -7,7 +7,20 @@
 //! typedef struct { float *y; } NAME_outputs;        /* one pointer per graph output, in order */
 //! int NAME_run(const NAME_inputs *in, NAME_outputs *out, void *arena);
 //! int NAME_run(const NAME_inputs *in, NAME_outputs *out, void *arena, const void *weights); /* external weights */
+//!
+//! /* Threads under the caller's control (declared once, however many kiln headers are included). */
+//! typedef void (*kiln_task_fn)(void *task_ctx, uint32_t index);
+//! typedef void (*kiln_parallel_for_fn)(void *user, uint32_t count, kiln_task_fn task, void *task_ctx);
+//! typedef struct kiln_parallel { kiln_parallel_for_fn parallel_for; void *user; uint32_t tasks; } kiln_parallel;
+//! int NAME_run_parallel(const NAME_inputs *in, NAME_outputs *out, void *arena, [const void *weights,]
+//!                       const kiln_parallel *par);
 //! ```
+//!
+//! The library never creates a thread. `NAME_run_parallel` splits each heavy kernel into
+//! `par->tasks` parts and hands them to `par->parallel_for`, which must call `task(task_ctx, i)`
+//! once for every `i` in `[0, count)`, on any threads, and return when all have returned. With
+//! `par == NULL` or `tasks <= 1` it is `NAME_run`. Parts write disjoint outputs with the same
+//! instructions as a serial run, so the results are bitwise identical to `NAME_run`'s.
 //!
 //! The structs are arrays of pointers in disguise: field `i` of `NAME_inputs` is at byte offset
 //! `i * sizeof(void *)`, which is all the generated code relies on. Field names only serve the C
@@ -247,6 +260,18 @@ pub fn c_identifier(s: &str) -> String {
     out
 }
 
+/// The guard of the parallel-API declarations every kiln header shares: whichever header comes
+/// first declares them, the others skip them.
+const PARALLEL_GUARD: &str = "KILN_PARALLEL_API_V1";
+
+/// Names every kiln header declares without the `NAME_` prefix (the parallel API).
+const SHARED_NAMES: &[&str] = &[
+    PARALLEL_GUARD,
+    "kiln_task_fn",
+    "kiln_parallel_for_fn",
+    "kiln_parallel",
+];
+
 /// Field names the header itself uses as `NAME_<word>_SIZE`, so no field may be called that.
 const HEADER_WORDS: &[&str] = &["ARENA", "WEIGHTS"];
 
@@ -358,9 +383,13 @@ fn field_names(spec: &HeaderSpec) -> Vec<String> {
         "WEIGHTS_ALIGN",
         "NUM_INPUTS",
         "NUM_OUTPUTS",
+        "run_parallel",
+        "ERR_PARALLEL",
     ] {
         reserved.insert(format!("{name}_{w}"));
     }
+    // The shared parallel-API names: a field spelled like the guard macro would be expanded away.
+    reserved.extend(SHARED_NAMES.iter().map(|s| s.to_string()));
     let mut fields = dedupe(&base, reserved.clone());
     // Per-field macros are `NAME_<field>_<SUFFIX>`; a field spelled like one of them must move.
     // Renaming changes that field's own macros, so repeat until nothing collides (in practice
@@ -454,6 +483,36 @@ pub fn c_header(spec: &HeaderSpec) -> String {
     }
     line!(" *   if (rc != {n}_OK) ...  see the error codes below");
     line!(" *");
+    line!(" * Threads: the library never creates one. To spread a run over your own threads or thread");
+    line!(" * pool, call {n}_run_parallel with a kiln_parallel: it splits each heavy kernel into `tasks`");
+    line!(" * parts and calls your parallel_for(user, count, task, task_ctx), which must call");
+    line!(" * task(task_ctx, i) once for each i in [0, count), possibly concurrently, and return when all");
+    line!(" * are done. With par == NULL or tasks <= 1 it runs serially, like {n}_run. The results are");
+    line!(
+        " * bitwise identical to {n}_run's whatever the split. A minimal pthread version (a real"
+    );
+    line!(" * program keeps its threads in a pool; examples/c/kiln_pool.h in the kiln repository has one):");
+    line!(" *");
+    line!(" *   #include <pthread.h>");
+    line!(" *   typedef struct {{ kiln_task_fn task; void *ctx; uint32_t i; }} job;");
+    line!(" *   static void *one(void *p) {{ job *j = p; j->task(j->ctx, j->i); return NULL; }}");
+    line!(" *   static void my_parallel_for(void *user, uint32_t count, kiln_task_fn task, void *ctx) {{");
+    line!(" *       pthread_t th[64]; job jobs[64]; uint32_t i;  here count = tasks <= 64");
+    line!(" *       (void)user;");
+    line!(" *       for (i = 1; i < count; i++) {{");
+    line!(" *           jobs[i].task = task; jobs[i].ctx = ctx; jobs[i].i = i;");
+    line!(" *           pthread_create(&th[i], NULL, one, &jobs[i]);");
+    line!(" *       }}");
+    line!(" *       task(ctx, 0);  the calling thread does part 0");
+    line!(" *       for (i = 1; i < count; i++) pthread_join(th[i], NULL);");
+    line!(" *   }}");
+    line!(" *   kiln_parallel par = {{ my_parallel_for, NULL, 4 }};  4 parts per kernel");
+    if spec.external_weights.is_some() {
+        line!(" *   int rc = {n}_run_parallel(&in, &out, arena, weights, &par);");
+    } else {
+        line!(" *   int rc = {n}_run_parallel(&in, &out, arena, &par);");
+    }
+    line!(" *");
     line!(" * - Tensors are dense, row-major, in ONNX layout (the last dimension is contiguous), with the");
     line!(" *   element types of the struct fields. Outputs must not alias inputs, each other or the arena.");
     line!(" * - The arena is scratch memory: {n}_ARENA_SIZE bytes aligned to {n}_ARENA_ALIGN. It need not");
@@ -462,6 +521,7 @@ pub fn c_header(spec: &HeaderSpec) -> String {
         " * - {n}_run is reentrant: the library has no global mutable state, so runs with distinct"
     );
     line!(" *   arenas and outputs may proceed concurrently on different threads.");
+    line!(" *   {n}_run_parallel is reentrant too, given a parallel_for that is.");
     line!(" * - The library allocates nothing and calls nothing, not even libc.");
     line!(" * - The return value is {n}_OK or one of the error codes below. Arguments are checked");
     line!(" *   before any work starts, so on error nothing has been written.");
@@ -478,6 +538,21 @@ pub fn c_header(spec: &HeaderSpec) -> String {
     line!("/* Scratch memory for one run. */");
     line!("#define {n}_ARENA_SIZE {arena}");
     line!("#define {n}_ARENA_ALIGN 64");
+    line!();
+    line!("/* Threads under the caller's control, shared by every kiln header (see the top of this file).");
+    line!(" * parallel_for must call task(task_ctx, i) once for each i in [0, count), possibly");
+    line!(" * concurrently, and return when all calls have returned. `tasks` is how many parts each heavy");
+    line!(" * kernel is split into (count == tasks), usually the number of threads. */");
+    line!("#ifndef {PARALLEL_GUARD}");
+    line!("#define {PARALLEL_GUARD}");
+    line!("typedef void (*kiln_task_fn)(void *task_ctx, uint32_t index);");
+    line!("typedef void (*kiln_parallel_for_fn)(void *user, uint32_t count, kiln_task_fn task, void *task_ctx);");
+    line!("typedef struct kiln_parallel {{");
+    line!("    kiln_parallel_for_fn parallel_for; /* may be NULL when tasks <= 1 */");
+    line!("    void *user;                        /* passed to parallel_for as is */");
+    line!("    uint32_t tasks;                    /* parts per heavy kernel */");
+    line!("}} kiln_parallel;");
+    line!("#endif");
     if let Some(x) = &spec.external_weights {
         line!();
         line!(
@@ -497,6 +572,7 @@ pub fn c_header(spec: &HeaderSpec) -> String {
     line!(
         "#define {n}_ERR_WEIGHTS 3 /* external weights only: null, or not aligned to 64 bytes */"
     );
+    line!("#define {n}_ERR_PARALLEL 4 /* {n}_run_parallel: par->tasks > 1 but no parallel_for */");
     line!();
     line!("#define {n}_NUM_INPUTS {}", spec.inputs.len());
     line!("#define {n}_NUM_OUTPUTS {}", spec.outputs.len());
@@ -562,11 +638,22 @@ pub fn c_header(spec: &HeaderSpec) -> String {
 
     line!();
     line!("/* Runs the model once: reads `in`, writes `out`, uses `arena` as scratch. */");
+    let w = if spec.external_weights.is_some() {
+        " const void *weights,"
+    } else {
+        ""
+    };
     if spec.external_weights.is_some() {
         line!("int {n}_run(const {n}_inputs *in, {n}_outputs *out, void *arena, const void *weights);");
     } else {
         line!("int {n}_run(const {n}_inputs *in, {n}_outputs *out, void *arena);");
     }
+    line!();
+    line!("/* The same, with the heavy kernels split into par->tasks parts run through");
+    line!(" * par->parallel_for (see the top of this file). par == NULL or tasks <= 1 runs serially. */");
+    line!(
+        "int {n}_run_parallel(const {n}_inputs *in, {n}_outputs *out, void *arena,{w} const kiln_parallel *par);"
+    );
     line!();
     line!("#ifdef __cplusplus");
     line!("}}");
@@ -579,4 +666,9 @@ pub fn c_header(spec: &HeaderSpec) -> String {
 /// The symbol `NAME_run` that the library must export for this header.
 pub fn run_symbol(name: &str) -> String {
     format!("{name}_run")
+}
+
+/// The symbol `NAME_run_parallel`, the library's other export.
+pub fn run_parallel_symbol(name: &str) -> String {
+    format!("{name}_run_parallel")
 }

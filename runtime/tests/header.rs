@@ -267,3 +267,76 @@ fn awkward_header_compiles_as_cpp() {
         compile("c++", "-std=c++11", &awkward(external), "cpp");
     }
 }
+
+/// Two kiln headers in one translation unit: the shared parallel API is declared once, and a
+/// parallel_for written against it serves both models' `NAME_run_parallel`.
+fn two_headers(compiler: &str, std: &str, lang: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resnet();
+    let mut b = awkward(true);
+    b.name = "other".into();
+    for s in [&a, &b] {
+        std::fs::write(dir.path().join(format!("{}.h", s.name)), c_header(s)).unwrap();
+    }
+    let src = "#include \"resnet.h\"\n#include \"other.h\"\n\
+        static void pf(void *user, uint32_t count, kiln_task_fn task, void *ctx) {\n\
+            uint32_t i; (void)user; for (i = 0; i < count; i++) task(ctx, i);\n\
+        }\n\
+        int both(const resnet_inputs *ri, resnet_outputs *ro, const other_inputs *oi, other_outputs *oo, void *arena, const void *w);\n\
+        int both(const resnet_inputs *ri, resnet_outputs *ro, const other_inputs *oi, other_outputs *oo, void *arena, const void *w) {\n\
+            kiln_parallel par = { pf, 0, 2 };\n\
+            int rc = resnet_run_parallel(ri, ro, arena, &par);\n\
+            if (rc != resnet_OK) return rc;\n\
+            return other_run_parallel(oi, oo, arena, w, &par) + other_ERR_PARALLEL * 0;\n\
+        }\n";
+    let file = dir.path().join(format!("use.{lang}"));
+    std::fs::write(&file, src).unwrap();
+    let out = Command::new(compiler)
+        .args([
+            std,
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{compiler} {std} rejected two headers together:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn two_headers_share_the_parallel_api() {
+    if have("cc") {
+        two_headers("cc", "-std=c99", "c");
+        two_headers("cc", "-std=c11", "c");
+    }
+    if have("c++") {
+        two_headers("c++", "-std=c++11", "cpp");
+    }
+}
+
+#[test]
+fn fields_named_like_the_parallel_api_are_renamed() {
+    let mut spec = resnet();
+    spec.inputs = vec![
+        io("kiln_parallel", "kiln_parallel", DType::F32, &[2]),
+        io(
+            "KILN_PARALLEL_API_V1",
+            "KILN_PARALLEL_API_V1",
+            DType::F32,
+            &[2],
+        ),
+    ];
+    let h = c_header(&spec);
+    assert!(h.contains("const float *kiln_parallel_2;"), "{h}");
+    assert!(h.contains("const float *KILN_PARALLEL_API_V1_2;"), "{h}");
+    if have("cc") {
+        compile("cc", "-std=c99", &spec, "c");
+    }
+}

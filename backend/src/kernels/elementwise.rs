@@ -531,6 +531,10 @@ pub(crate) fn unary_float(kb: &mut Kb, op: UnaryOp, x: Value) -> Value {
             let hx = kb.b.ins().fmul(x, h);
             kb.b.ins().fmul(hx, s)
         }
+        UnaryOp::Silu => {
+            let s = via_f32(kb, x, math::sigmoid_with);
+            kb.b.ins().fmul(x, s)
+        }
         UnaryOp::Mish => {
             let sp = softplus(kb, x);
             let t = ftanh(kb, sp);
@@ -1144,7 +1148,9 @@ fn packed_cast_kernel(kb: &mut Kb, from: DType, to: DType, n: usize) {
     }
 }
 
-/// The elementwise kernel: operands are the inputs in order, then the output.
+/// The elementwise kernel: operands are the inputs in order, then the output. Built as a part of a
+/// split (`kb.part`, see [`ew_splits`]), it computes its share of the outermost loop, or of the
+/// chunks of the single run a fully coalesced nest becomes.
 pub(crate) fn ew_kernel(kb: &mut Kb, spec: &EwSpec) {
     let out = &spec.out.1;
     if out.contains(&0) {
@@ -1188,7 +1194,8 @@ pub(crate) fn ew_kernel(kb: &mut Kb, spec: &EwSpec) {
     let bases: Vec<Ptr> = kb.args[..spec.ins.len() + 1].to_vec();
     let vector = f32_vector(spec);
     let halves = half_vector(spec);
-    loop_nest(kb, &dims[..r - 1], &outer, &bases, &mut |kb, p| {
+    // One run of `n` elements along the innermost dim from the operand pointers `p`.
+    let row = |kb: &mut Kb, p: &[Ptr], n: usize| {
         let (ins, y) = p.split_at(p.len() - 1);
         let y = y[0];
         if halves {
@@ -1223,5 +1230,68 @@ pub(crate) fn ew_kernel(kb: &mut Kb, spec: &EwSpec) {
                 element(kb, spec, &ptrs, yp);
             });
         }
+    };
+    if kb.part.is_none() {
+        loop_nest(kb, &dims[..r - 1], &outer, &bases, &mut |kb, p| {
+            row(kb, p, n)
+        });
+        return;
+    }
+    if r >= 2 {
+        // Split the outermost loop: its iterations write disjoint output rows.
+        let (lo, hi) = kb.share(dims[0]);
+        let rest: Vec<Vec<i64>> = outer.iter().map(|st| st[1..].to_vec()).collect();
+        kb.for_dyn(lo, hi, |kb, i| {
+            let ptrs: Vec<Ptr> = bases
+                .iter()
+                .zip(&outer)
+                .map(|(&p, st)| kb.index(p, i, st[0]))
+                .collect();
+            loop_nest(kb, &dims[1..r - 1], &rest, &ptrs, &mut |kb, p| {
+                row(kb, p, n)
+            });
+        });
+        return;
+    }
+    // One long run: split it into chunks of EW_CHUNK elements (a multiple of four, so only the
+    // last, shorter chunk has a scalar tail). The part that owns the last chunk runs it.
+    let steps: Vec<i64> = inner.iter().zip(&sizes).map(|(&st, &es)| st * es).collect();
+    let (full, rem) = (n / EW_CHUNK, n % EW_CHUNK);
+    let (lo, hi) = kb.share(full + (rem > 0) as usize);
+    let q = kb.iconst(full as i64);
+    let full_hi = kb.b.ins().umin(hi, q);
+    kb.for_dyn(lo, full_hi, |kb, u| {
+        let ptrs: Vec<Ptr> = bases
+            .iter()
+            .zip(&steps)
+            .map(|(&p, &st)| kb.index(p, u, st * EW_CHUNK as i64))
+            .collect();
+        row(kb, &ptrs, EW_CHUNK);
     });
+    if rem > 0 {
+        let last = kb.b.ins().icmp(IntCC::UnsignedGreaterThan, hi, q);
+        kb.if_then(last, |kb| {
+            let ptrs: Vec<Ptr> = bases
+                .iter()
+                .zip(&steps)
+                .map(|(&p, &st)| kb.offset(p, st * (full * EW_CHUNK) as i64))
+                .collect();
+            row(kb, &ptrs, rem);
+        });
+    }
+}
+
+/// Elements per work unit when [`ew_kernel`] splits one long run.
+const EW_CHUNK: usize = 1024;
+
+/// Outputs of at least this many elements are worth splitting across threads: a part then has
+/// tens of microseconds of work, well above the cost of handing it to another thread.
+const EW_SPLIT_MIN: usize = 1 << 16;
+
+/// Whether [`ew_kernel`] splits this op into parts (`Kb::share`): large outputs, except the packed
+/// 4-bit casts (two elements per byte, a kernel of their own).
+pub(crate) fn ew_splits(spec: &EwSpec) -> bool {
+    let (from, to) = (spec.ins[0].0, spec.out.0);
+    let packed = spec.kind == EwKind::Cast && (from.bits() < 8 || to.bits() < 8);
+    spec.out.1.iter().product::<usize>() >= EW_SPLIT_MIN && !packed
 }

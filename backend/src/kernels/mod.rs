@@ -9,6 +9,7 @@ pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod depthwise;
 pub(crate) mod elementwise;
+pub(crate) mod fused;
 pub(crate) mod gemm;
 pub(crate) mod layout;
 pub(crate) mod movement;

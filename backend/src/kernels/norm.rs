@@ -176,7 +176,7 @@ fn softmax_cols(kb: &mut Kb, ty: Type, x: Ptr, y: Ptr, axis: usize, inner: usize
         let p = kb.index(x, a, stride);
         let v = kb.load(ty, p, 0);
         let cur = kb.get(mx);
-        let nx = kb.fmax(cur, v);
+        let nx = super::depthwise::vmax(kb, cur, v);
         kb.set(mx, nx);
     });
     let m = kb.get(mx);
@@ -223,25 +223,28 @@ fn log_f32(kb: &mut Kb, v: Value) -> Value {
     kiln_runtime::math::log_with(&mut kb.b, v, &o)
 }
 
-/// The f32 sum of `n` contiguous terms `f(x)` at `p` (an f32x4 main loop and a scalar tail).
+/// The f32 sum of `n` contiguous terms `f(x)` at `p`: f32x4 vectors in four accumulators (see
+/// [`super::pool::fold_vectors`]), then across lanes, then the scalar tail.
 fn row_sum(kb: &mut Kb, p: Ptr, n: usize, f: &dyn Fn(&mut Kb, Value) -> Value) -> Value {
-    let main = n / 4 * 4;
+    let main = n / 4;
     let mut sum = kb.fconst(0.0);
     if main > 0 {
         let z = kb.fsplat(0.0);
-        let acc = kb.var(F32X4, z);
-        kb.for_range(0, main as i64, 4, |kb, i| {
-            let a = kb.index(p, i, 4);
-            let v = kb.load(F32X4, a, 0);
-            let t = f(kb, v);
-            let cur = kb.get(acc);
-            let nx = kb.b.ins().fadd(cur, t);
-            kb.set(acc, nx);
-        });
-        let v = kb.get(acc);
+        let v = super::pool::fold_vectors(
+            kb,
+            F32X4,
+            main,
+            z,
+            &|kb, i, j| {
+                let a = kb.index(p, i, 16);
+                let v = kb.load(F32X4, a, (j * 16) as i32);
+                f(kb, v)
+            },
+            &|kb, a, b| kb.b.ins().fadd(a, b),
+        );
         sum = kb.hsum(v);
     }
-    for i in main..n {
+    for i in main * 4..n {
         let v = kb.load(F32, p, (i * 4) as i32);
         let t = f(kb, v);
         sum = kb.b.ins().fadd(sum, t);

@@ -181,8 +181,8 @@ impl Num {
         let kind = if max_pass { ReduceKind::Max } else { self.kind };
         if self.float() {
             return match kind {
-                ReduceKind::Max => kb.b.ins().fmax(acc, t),
-                ReduceKind::Min => kb.b.ins().fmin(acc, t),
+                ReduceKind::Max => super::depthwise::vmax(kb, acc, t),
+                ReduceKind::Min => super::depthwise::vmin(kb, acc, t),
                 ReduceKind::Prod => kb.b.ins().fmul(acc, t),
                 _ => kb.b.ins().fadd(acc, t),
             };
@@ -493,17 +493,25 @@ fn fold_row(
     let mut r = num.init(kb, num.s, max_pass);
     if main > 0 {
         let init = num.init(kb, num.v, max_pass);
-        let acc = kb.var(num.v, init);
         let vshift = shift.map(|m| kb.b.ins().splat(num.v, m));
-        kb.for_range(0, main as i64, lanes as i64, |kb, i| {
-            let a = kb.index(p, i, e);
-            let v = kb.load(num.v, a, 0);
-            let t = if max_pass { v } else { num.map(kb, v, vshift) };
-            let cur = kb.get(acc);
-            let nx = num.combine(kb, cur, t, max_pass);
-            kb.set(acc, nx);
-        });
-        let v = kb.get(acc);
+        let vbytes = lanes as i64 * e;
+        // Several accumulators: one chain of vector adds would bound the loop by its latency.
+        let v = super::pool::fold_vectors(
+            kb,
+            num.v,
+            main / lanes,
+            init,
+            &|kb, i, j| {
+                let a = kb.index(p, i, vbytes);
+                let v = kb.load(num.v, a, (j as i64 * vbytes) as i32);
+                if max_pass {
+                    v
+                } else {
+                    num.map(kb, v, vshift)
+                }
+            },
+            &|kb, a, b| num.combine(kb, a, b, max_pass),
+        );
         r = num.lanes(kb, v, max_pass);
     }
     for i in main..n {

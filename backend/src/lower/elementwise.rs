@@ -53,12 +53,15 @@ impl Lowering<'_> {
         let mut args: Vec<Arg> = ins.iter().map(|&v| Arg::Val(v)).collect();
         args.push(Arg::Val(y));
         let name = spec.name();
-        Ok(self.step(
-            id,
-            name,
-            args,
-            inplace,
-            Box::new(move |kb| kernels::elementwise::ew_kernel(kb, &spec)),
-        ))
+        let split = kernels::elementwise::ew_splits(&spec);
+        Ok(self
+            .step(
+                id,
+                name,
+                args,
+                inplace,
+                Box::new(move |kb| kernels::elementwise::ew_kernel(kb, &spec)),
+            )
+            .map(|s| Step { split, ..s }))
     }
 }

@@ -219,6 +219,11 @@ impl Lowering<'_> {
                 let (x, w) = (self.input(id, 0)?, self.input(id, 1)?);
                 let dt = self.dtype(x);
                 let ar = arith(dt, "conv")?;
+                // The direct kernel has no epilogue; the fusion passes only fuse into f32 convs, so
+                // a chain here means a hand-written graph, refused rather than dropped.
+                if !cv.post.is_empty() {
+                    return unsup(format!("conv on {dt} with fused activations (post)"));
+                }
                 let bias = g.input(id, 2);
                 let (xd, wd) = (self.dims(x), self.dims(w));
                 let spec = DirectConvSpec {

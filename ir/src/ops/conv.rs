@@ -1,6 +1,9 @@
 //! Convolution and pooling.
 
-use super::{dims_of, for_each_index, ints, invalid, req, req_t, strides_of, Fact, OpError};
+use super::elementwise::{apply_post, check_post, post_attr, post_from_attrs};
+use super::{
+    dims_of, for_each_index, ints, invalid, req, req_t, strides_of, Fact, OpError, UnaryOp,
+};
 use crate::attr::{Attr, Attrs};
 use crate::{Dim, Tensor, TensorType};
 
@@ -147,7 +150,7 @@ pub(super) fn check_window(
 }
 
 /// N-d convolution (NCHW layout, OIHW weights) with groups. Pads are explicit `[begin..., end...]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Conv {
     /// Spatial kernel size.
     pub kernel_shape: Vec<usize>,
@@ -159,6 +162,9 @@ pub struct Conv {
     pub pads: Vec<usize>,
     /// Number of groups (`group == C == M` is depthwise).
     pub group: usize,
+    /// Activations applied in order to every output element (after the bias), set by the fusion
+    /// passes so that the kernel applies them before its store. Empty for a plain ONNX Conv.
+    pub post: Vec<UnaryOp>,
 }
 
 impl Conv {
@@ -169,17 +175,20 @@ impl Conv {
             dilations: a.usizes("dilations", None)?,
             pads: a.usizes("pads", None)?,
             group: a.usize("group", Some(1))?,
+            post: post_from_attrs(a)?,
         })
     }
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
-        vec![
+        let mut v = vec![
             ("kernel_shape", ints(&self.kernel_shape)),
             ("strides", ints(&self.strides)),
             ("pads", ints(&self.pads)),
             ("dilations", ints(&self.dilations)),
             ("group", Attr::Int(self.group as i64)),
-        ]
+        ];
+        v.extend(post_attr(&self.post));
+        v
     }
 
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
@@ -199,6 +208,7 @@ impl Conv {
                 x.ty.dtype, w.ty.dtype
             )));
         }
+        check_post(&self.post, x.ty.dtype)?;
         let r = xd.len() - 2;
         check_window(
             "conv",
@@ -288,7 +298,8 @@ impl Conv {
         }
         let mut shape = vec![n, m];
         shape.extend(out_sp);
-        Ok(vec![Tensor::from_f64(x.dtype(), shape, &out)])
+        let y = Tensor::from_f64(x.dtype(), shape, &out);
+        Ok(vec![apply_post(&self.post, y)?])
     }
 
     fn out_spatial(&self, xd: &[usize]) -> Result<Vec<usize>, OpError> {

@@ -95,6 +95,9 @@ pub enum UnaryOp {
     },
     /// `x * tanh(softplus(x))`.
     Mish,
+    /// `x * sigmoid(x)` (SiLU, swish with beta 1). Not an ONNX op: the fusion passes form it from
+    /// `Mul(x, Sigmoid(x))` so that it can run inside a producing kernel.
+    Silu,
     /// Logical not (bool in, bool out).
     Not,
     /// Whether `x` is NaN (float in, bool out).
@@ -141,6 +144,7 @@ impl UnaryOp {
             UnaryOp::ThresholdedRelu { .. } => "thresholded_relu",
             UnaryOp::Gelu { .. } => "gelu",
             UnaryOp::Mish => "mish",
+            UnaryOp::Silu => "silu",
             UnaryOp::Not => "not",
             UnaryOp::IsNaN => "is_nan",
             UnaryOp::IsInf { .. } => "is_inf",
@@ -201,6 +205,7 @@ impl UnaryOp {
                 },
             },
             "mish" => UnaryOp::Mish,
+            "silu" => UnaryOp::Silu,
             "not" => UnaryOp::Not,
             "is_nan" => UnaryOp::IsNaN,
             "is_inf" => UnaryOp::IsInf {
@@ -345,6 +350,7 @@ impl UnaryOp {
                 0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
             }
             UnaryOp::Mish => x * softplus(x).tanh(),
+            UnaryOp::Silu => x * (1.0 / (1.0 + (-x).exp())),
             UnaryOp::Not => (x == 0.0) as u8 as f64,
             UnaryOp::IsNaN => x.is_nan() as u8 as f64,
             UnaryOp::IsInf { negative, positive } => {
@@ -418,6 +424,80 @@ impl UnaryOp {
         let out: Vec<f64> = x.to_f64_vec().into_iter().map(|v| self.apply(v)).collect();
         Ok(vec![Tensor::from_f64(x.dtype(), x.shape().to_vec(), &out)])
     }
+}
+
+/// The `post` attribute of the ops that apply an activation chain to their output (conv, gemm):
+/// `post="clip{min=0.0, max=6.0}, relu"`, each entry an op as the textual IR names it with its
+/// attributes in braces. Absent when the chain is empty, so unfused graphs print as before.
+pub(crate) fn post_attr(post: &[UnaryOp]) -> Option<(&'static str, Attr)> {
+    if post.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = post
+        .iter()
+        .map(|op| {
+            let attrs = op.attrs();
+            if attrs.is_empty() {
+                op.name().to_string()
+            } else {
+                let kv: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{}{{{}}}", op.name(), kv.join(", "))
+            }
+        })
+        .collect();
+    Some(("post", Attr::Str(parts.join(", "))))
+}
+
+/// Reads the chain [`post_attr`] prints (empty when the attribute is absent).
+pub(crate) fn post_from_attrs(a: &Attrs) -> Result<Vec<UnaryOp>, OpError> {
+    let text = a.string("post", Some(""))?;
+    let chain =
+        crate::parse::op_chain(&text).map_err(|e| OpError::Invalid(format!("post: {e}")))?;
+    chain
+        .iter()
+        .map(|(name, attrs)| {
+            let Some(op) = UnaryOp::from_text(name, attrs)? else {
+                return invalid(format!("post: `{name}` is not an elementwise op"));
+            };
+            // The constructor ignores attributes it does not read; a typo must not pass silently.
+            let known = op.attrs();
+            if let Some((k, _)) = attrs
+                .0
+                .iter()
+                .find(|(k, _)| !known.iter().any(|(n, _)| n == k))
+            {
+                return invalid(format!("post: `{name}` has no attribute `{k}`"));
+            }
+            Ok(op)
+        })
+        .collect()
+}
+
+/// Checks an activation chain applied to an output of `dtype`: every op must map that dtype to
+/// itself (a predicate would turn the output into bools).
+pub(crate) fn check_post(post: &[UnaryOp], dtype: DType) -> Result<(), OpError> {
+    for op in post {
+        if op.is_predicate() || !dtype.is_float() {
+            return invalid(format!(
+                "post: {} cannot follow a {dtype} output",
+                op.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Applies an activation chain to an evaluated output, one op at a time exactly as separate
+/// elementwise nodes would (rounding to the dtype after each), so fusing a chain into its producer
+/// leaves the reference result unchanged.
+pub(crate) fn apply_post(post: &[UnaryOp], mut t: Tensor) -> Result<Tensor, OpError> {
+    for op in post {
+        t = op
+            .eval(&[Some(&t)])?
+            .pop()
+            .ok_or_else(|| OpError::Invalid(format!("{} produced no output", op.name())))?;
+    }
+    Ok(t)
 }
 
 /// `ln(1 + e^x)` without overflow: `max(x, 0) + ln(1 + e^-|x|)`.

@@ -1,14 +1,16 @@
 //! Matrix products: Gemm and MatMul.
 
-use super::elementwise::{broadcast_dims, broadcast_index};
-use super::{dims_of, invalid, req, req_t, Fact, OpError};
+use super::elementwise::{
+    apply_post, broadcast_dims, broadcast_index, check_post, post_attr, post_from_attrs,
+};
+use super::{dims_of, invalid, req, req_t, Fact, OpError, UnaryOp};
 use crate::attr::{Attr, Attrs};
 use crate::ops::broadcast_shapes;
 use crate::{Dim, Tensor, TensorType};
 
 /// `Y = alpha * A' * B' + beta * C`, where `X'` is `X` or its transpose. A and B are 2-D; C broadcasts to
 /// `[M, N]`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Gemm {
     /// Scale of the product.
     pub alpha: f32,
@@ -18,6 +20,9 @@ pub struct Gemm {
     pub trans_a: bool,
     /// Transpose B first.
     pub trans_b: bool,
+    /// Activations applied in order to every output element (after adding C), set by the fusion
+    /// passes so that the kernel applies them before its store. Empty for a plain ONNX Gemm.
+    pub post: Vec<UnaryOp>,
 }
 
 impl Gemm {
@@ -27,16 +32,19 @@ impl Gemm {
             beta: a.float("beta", Some(1.0))?,
             trans_a: a.bool("trans_a", false)?,
             trans_b: a.bool("trans_b", false)?,
+            post: post_from_attrs(a)?,
         })
     }
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
-        vec![
+        let mut v = vec![
             ("alpha", Attr::Float(self.alpha)),
             ("beta", Attr::Float(self.beta)),
             ("trans_a", Attr::Int(self.trans_a as i64)),
             ("trans_b", Attr::Int(self.trans_b as i64)),
-        ]
+        ];
+        v.extend(post_attr(&self.post));
+        v
     }
 
     /// `(M, K, N)` for the given A and B shapes.
@@ -71,6 +79,7 @@ impl Gemm {
                 a.ty.dtype, b.ty.dtype
             )));
         }
+        check_post(&self.post, a.ty.dtype)?;
         let (m, _, n) = self.mkn(&dims_of(a.ty)?, &dims_of(b.ty)?)?;
         let out = vec![Dim::Const(m), Dim::Const(n)];
         if let Some(c) = ins.get(2).and_then(|c| c.as_ref()) {
@@ -128,7 +137,8 @@ impl Gemm {
                 out.push(y);
             }
         }
-        Ok(vec![Tensor::from_f64(a.dtype(), vec![m, n], &out)])
+        let y = Tensor::from_f64(a.dtype(), vec![m, n], &out);
+        Ok(vec![apply_post(&self.post, y)?])
     }
 }
 

@@ -9,6 +9,7 @@ mod conv;
 mod conv_extra;
 mod einsum;
 mod elementwise;
+mod fused;
 mod layout;
 mod linalg;
 mod movement;
@@ -21,6 +22,7 @@ pub use conv::{resolve_auto_pad, AutoPad, Conv, GlobalPool, Pool, PoolKind};
 pub use conv_extra::{ConvTranspose, MaxPoolIndices};
 pub use einsum::{Einsum, EinsumPlan};
 pub use elementwise::{broadcast_shapes, BinaryOp, Cast, UnaryOp};
+pub use fused::{FusedArg, FusedEw, FusedInst};
 pub use layout::{Concat, Flatten, Gather, Reshape, ShapeOf, Slice, Squeeze, Transpose, Unsqueeze};
 pub use linalg::{matmul_shapes, Gemm};
 pub use movement::{
@@ -141,6 +143,9 @@ pub enum Op {
     Attention(Attention),
     /// Rotary position embedding. Inputs: X, cos cache, sin cache, optional position_ids.
     Rotary(Rotary),
+    /// A chain of f32 elementwise ops run as one loop (formed by the `fuse-elementwise` pass). Any
+    /// number of inputs, broadcast together.
+    FusedEw(FusedEw),
 }
 
 impl Op {
@@ -184,6 +189,7 @@ impl Op {
             Op::Lrn(_) => "lrn",
             Op::Attention(_) => "attention",
             Op::Rotary(_) => "rotary",
+            Op::FusedEw(_) => "fused_ew",
         }
     }
 
@@ -196,6 +202,7 @@ impl Op {
             Op::Where => 3,
             Op::BatchNorm(_) => 5,
             Op::Concat(_) | Op::Einsum(_) => return None,
+            Op::FusedEw(_) => return None,
             Op::Movement(m) => m.max_inputs(),
             Op::Resize(_) | Op::MaxPoolIndices(_) => 1,
             Op::ConvTranspose(_) => 3,
@@ -271,6 +278,7 @@ impl Op {
             Op::Lrn(n) => n.infer(ins),
             Op::Attention(a) => a.infer(ins),
             Op::Rotary(r) => r.infer(ins),
+            Op::FusedEw(f) => f.infer(ins),
         }
     }
 
@@ -339,6 +347,7 @@ impl Op {
             Op::Lrn(n) => n.eval(ins),
             Op::Attention(a) => a.eval(ins),
             Op::Rotary(r) => r.eval(ins),
+            Op::FusedEw(f) => f.eval(ins),
         }
     }
 
@@ -379,6 +388,7 @@ impl Op {
             Op::Lrn(n) => n.attrs(),
             Op::Attention(a) => a.attrs(),
             Op::Rotary(r) => r.attrs(),
+            Op::FusedEw(f) => f.attrs(),
         }
     }
 
@@ -436,6 +446,7 @@ impl Op {
             "lrn" => Op::Lrn(Lrn::from_attrs(a)?),
             "attention" => Op::Attention(Attention::from_attrs(a)?),
             "rotary" => Op::Rotary(Rotary::from_attrs(a)?),
+            "fused_ew" => Op::FusedEw(FusedEw::from_attrs(a)?),
             _ => return Err(OpError::Invalid(format!("unknown op `{name}`"))),
         })
     }

@@ -33,6 +33,7 @@ pub fn conv(k: usize, pad: usize, stride: usize, group: usize) -> Op {
         dilations: vec![1, 1],
         pads: vec![pad; 4],
         group,
+        post: vec![],
     })
 }
 
@@ -42,6 +43,7 @@ pub fn gemm(trans_b: bool) -> Op {
         beta: 1.0,
         trans_a: false,
         trans_b,
+        post: vec![],
     })
 }
 
@@ -324,6 +326,7 @@ pub fn every_op() -> Graph {
             beta: -1.5e-3,
             trans_a: false,
             trans_b: false,
+            post: vec![],
         }),
         &[Some(flat), Some(fw)],
     );
@@ -336,6 +339,7 @@ pub fn every_op() -> Graph {
             beta: 2.0,
             trans_a: true,
             trans_b: true,
+            post: vec![],
         }),
         &[Some(fw), Some(flat), Some(fc)],
     );
