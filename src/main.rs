@@ -43,7 +43,9 @@ enum Cmd {
         model: PathBuf,
         #[command(flatten)]
         import: ImportArgs,
-        /// Print the IR after this pass (`input` = as imported). Passes: const-fold, identity, dce.
+        /// Print the IR after this pass (`input` = as imported). Passes, in order: const-fold, identity,
+        /// fold-batchnorm, fold-pad, matmul-to-gemm, simplify-layout, recognize-layernorm,
+        /// recognize-gelu, recognize-softmax, fuse-activation, fuse-elementwise, dce.
         #[arg(long, value_name = "PASS")]
         after: Option<String>,
         /// Print every constant in full (the parser needs this).
