@@ -1161,20 +1161,11 @@ pub(crate) fn ew_kernel(kb: &mut Kb, spec: &EwSpec) {
         packed_cast_kernel(kb, from, to, out.iter().product());
         return;
     }
-    let bstrides = |dims: &[usize]| -> Vec<i64> {
-        let off = out.len() - dims.len();
-        let dense = dense_strides(dims, 1);
-        (0..out.len())
-            .map(|i| {
-                if i < off || dims[i - off] == 1 {
-                    0
-                } else {
-                    dense[i - off]
-                }
-            })
-            .collect()
-    };
-    let mut strides: Vec<Vec<i64>> = spec.ins.iter().map(|(_, d)| bstrides(d)).collect();
+    let mut strides: Vec<Vec<i64>> = spec
+        .ins
+        .iter()
+        .map(|(_, d)| super::broadcast_strides(d, out))
+        .collect();
     strides.push(dense_strides(out, 1));
     let (dims, s) = coalesce(out, &strides, 1);
     let r = dims.len();

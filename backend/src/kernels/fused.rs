@@ -45,20 +45,11 @@ struct Nest {
 impl FusedSpec {
     fn nest(&self) -> Nest {
         let out = &self.out;
-        let bstrides = |dims: &[usize]| -> Vec<i64> {
-            let off = out.len() - dims.len();
-            let dense = dense_strides(dims, 1);
-            (0..out.len())
-                .map(|i| {
-                    if i < off || dims[i - off] == 1 {
-                        0
-                    } else {
-                        dense[i - off]
-                    }
-                })
-                .collect()
-        };
-        let mut strides: Vec<Vec<i64>> = self.ins.iter().map(|d| bstrides(d)).collect();
+        let mut strides: Vec<Vec<i64>> = self
+            .ins
+            .iter()
+            .map(|d| super::broadcast_strides(d, out))
+            .collect();
         strides.push(dense_strides(out, 1));
         let (dims, strides) = coalesce(out, &strides, 1);
         Nest { dims, strides }

@@ -186,19 +186,8 @@ pub(crate) fn pack_a(a: &[f32], m: usize, k: usize, rs: usize, cs: usize, mr: us
 /// Packs the `k x n` matrix `b` (element `(i, j)` at `b[i * rs + j * cs]`) into `nr`-column
 /// panels: `[ceil(n / nr)][k][nr]`, columns past `n` zero.
 pub(crate) fn pack_b(b: &[f32], k: usize, n: usize, rs: usize, cs: usize, nr: usize) -> Vec<f32> {
-    let panels = n.div_ceil(nr);
-    let mut out = vec![0f32; panels * k * nr];
-    for p in 0..panels {
-        for i in 0..k {
-            for c in 0..nr {
-                let j = p * nr + c;
-                if j < n {
-                    out[(p * k + i) * nr + c] = b[i * rs + j * cs];
-                }
-            }
-        }
-    }
-    out
+    // Column panels of B are the row panels of its transpose.
+    pack_a(b, n, k, cs, rs, nr)
 }
 
 /// Left operand of a [`Product`].

@@ -32,6 +32,22 @@ pub(crate) fn dense_strides(dims: &[usize], unit: i64) -> Vec<i64> {
     s
 }
 
+/// Element strides of an operand of shape `dims` read numpy-broadcast over `out`: 0 along the axes it
+/// lacks or has size 1, its dense strides elsewhere.
+pub(crate) fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<i64> {
+    let off = out.len() - dims.len();
+    let dense = dense_strides(dims, 1);
+    (0..out.len())
+        .map(|i| {
+            if i < off || dims[i - off] == 1 {
+                0
+            } else {
+                dense[i - off]
+            }
+        })
+        .collect()
+}
+
 /// Simplifies a loop nest over `dims` in which operand `t` steps by `strides[t][i]` along dim `i`:
 /// drops size-1 dims and merges neighbours that every operand walks as one (`s[i] == s[i+1] *
 /// dims[i+1]`). The result has at least one dim; an empty nest becomes `[1]` with strides `unit`.
