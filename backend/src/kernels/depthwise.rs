@@ -805,27 +805,11 @@ pub(crate) fn depthwise_kernel(
         depthwise_generic(kb, s, x, w, bias, y);
         return;
     };
-    let sin: usize = s.input.iter().product();
-    let p: usize = s.output.iter().product();
     let ksz: usize = s.kernel.iter().product();
     let (lo, hi) = kb.share(s.n * s.c);
     kb.for_dyn(lo, hi, |kb, plane| {
-        let ch = if s.c == 1 {
-            kb.iconst(0)
-        } else {
-            kb.b.ins().urem_imm_s(plane, s.c as i64)
-        };
-        let xp = kb.index(x, plane, (sin * 4) as i64);
-        let yp = kb.index(y, plane, (p * 4) as i64);
-        let wc = kb.index(w, ch, (ksz * 4) as i64);
-        let init = match bias {
-            Some(b) => {
-                let bp = kb.index(b, ch, 4);
-                let v = kb.load(F32, bp, 0);
-                kb.splat(v)
-            }
-            None => kb.fsplat(0.0),
-        };
+        let (xp, yp, wc, init) = plane_operands(kb, s, plane, x, w, bias, y);
+        let init = kb.splat(init);
         let wv: Vec<Value> = (0..ksz)
             .map(|i| {
                 let v = kb.load(F32, wc, (i * 4) as i32);
@@ -854,9 +838,7 @@ pub(crate) fn depthwise_generic(
     y: Ptr,
 ) {
     let r = s.input.len();
-    let sin: usize = s.input.iter().product();
     let p: usize = s.output.iter().product();
-    let ksz: usize = s.kernel.iter().product();
     let ow = s.output[r - 1];
     if p == 0 {
         return;
@@ -872,21 +854,7 @@ pub(crate) fn depthwise_generic(
     );
     let (lo, hi) = kb.share(s.n * s.c);
     kb.for_dyn(lo, hi, |kb, plane| {
-        let ch = if s.c == 1 {
-            kb.iconst(0)
-        } else {
-            kb.b.ins().urem_imm_s(plane, s.c as i64)
-        };
-        let xp = kb.index(x, plane, (sin * 4) as i64);
-        let yp = kb.index(y, plane, (p * 4) as i64);
-        let wc = kb.index(w, ch, (ksz * 4) as i64);
-        let init = match bias {
-            Some(b) => {
-                let bp = kb.index(b, ch, 4);
-                kb.load(F32, bp, 0)
-            }
-            None => kb.fconst(0.0),
-        };
+        let (xp, yp, wc, init) = plane_operands(kb, s, plane, x, w, bias, y);
         index_nest(kb, &s.output[..r - 1], &mut |kb, os| {
             let os = os.to_vec();
             let mut flat = kb.iconst(0);
@@ -967,6 +935,38 @@ pub(crate) fn depthwise_generic(
             }
         });
     });
+}
+
+/// Input plane, output plane and filter of `plane` (an `n * c + c` index), and the value its outputs
+/// start from (the channel's bias, or 0).
+fn plane_operands(
+    kb: &mut Kb,
+    s: &ConvSpec,
+    plane: Value,
+    x: Ptr,
+    w: Ptr,
+    bias: Option<Ptr>,
+    y: Ptr,
+) -> (Ptr, Ptr, Ptr, Value) {
+    let sin: usize = s.input.iter().product();
+    let p: usize = s.output.iter().product();
+    let ksz: usize = s.kernel.iter().product();
+    let ch = if s.c == 1 {
+        kb.iconst(0)
+    } else {
+        kb.b.ins().urem_imm_s(plane, s.c as i64)
+    };
+    let xp = kb.index(x, plane, (sin * 4) as i64);
+    let yp = kb.index(y, plane, (p * 4) as i64);
+    let wc = kb.index(w, ch, (ksz * 4) as i64);
+    let init = match bias {
+        Some(b) => {
+            let bp = kb.index(b, ch, 4);
+            kb.load(F32, bp, 0)
+        }
+        None => kb.fconst(0.0),
+    };
+    (xp, yp, wc, init)
 }
 
 /// Output positions `[lo, hi)` along an axis whose input `o*s + k*d - pad` is inside `[0, len)`,

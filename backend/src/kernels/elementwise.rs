@@ -20,7 +20,7 @@
 //! converts: it selects whole elements as raw bits. Casts from and to the packed 4-bit integers
 //! have a kernel of their own (nibbles, two to a byte).
 
-use super::{coalesce, dense_strides, loop_nest, map_f32, Src};
+use super::{coalesce, dense_strides, loop_nest, map_f32};
 use crate::builder::{Kb, Ptr};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, F64, I16, I16X8, I32, I32X4, I64, I64X2, I8};
@@ -1192,17 +1192,7 @@ pub(crate) fn ew_kernel(kb: &mut Kb, spec: &EwSpec) {
         if halves {
             map_halves(kb, spec, n, ins, &inner, y);
         } else if vector {
-            let srcs: Vec<Src> = ins
-                .iter()
-                .zip(&inner)
-                .map(|(&ptr, &step)| {
-                    if step == 0 {
-                        Src::Splat(kb.load(F32, ptr, 0))
-                    } else {
-                        Src::Ptr(ptr)
-                    }
-                })
-                .collect();
+            let srcs = super::row_sources(kb, ins, &inner);
             let kind = spec.kind;
             map_f32(kb, n, &srcs, y, &|kb, v| match kind {
                 EwKind::Unary(u) => unary_float(kb, u, v[0]),

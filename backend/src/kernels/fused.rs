@@ -11,7 +11,7 @@
 //! the nest is one dim, over blocks of [`BLOCK`] elements.
 
 use super::elementwise::{binary_float, unary_float};
-use super::{coalesce, dense_strides, loop_nest, map_f32, Src};
+use super::{coalesce, dense_strides, loop_nest, map_f32};
 use crate::builder::{Kb, Ptr};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::F32;
@@ -99,17 +99,7 @@ fn row(kb: &mut Kb, spec: &FusedSpec, vector: bool, n: usize, p: &[Ptr], inner: 
     let y = y[0];
     let program = &spec.program;
     if vector {
-        let srcs: Vec<Src> = ins
-            .iter()
-            .zip(inner)
-            .map(|(&ptr, &step)| {
-                if step == 0 {
-                    Src::Splat(kb.load(F32, ptr, 0))
-                } else {
-                    Src::Ptr(ptr)
-                }
-            })
-            .collect();
+        let srcs = super::row_sources(kb, ins, inner);
         map_f32(kb, n, &srcs, y, &|kb, v| run_program(kb, program, v));
     } else {
         kb.for_n(n, |kb, i| {

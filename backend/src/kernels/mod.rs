@@ -48,6 +48,21 @@ pub(crate) fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<i64> {
         .collect()
 }
 
+/// The [`map_f32`] sources of one row: an operand that does not move along the row (`step == 0`,
+/// broadcast) is loaded once and splatted; the others are read as vectors.
+pub(crate) fn row_sources(kb: &mut Kb, ins: &[Ptr], steps: &[i64]) -> Vec<Src> {
+    ins.iter()
+        .zip(steps)
+        .map(|(&ptr, &step)| {
+            if step == 0 {
+                Src::Splat(kb.load(F32, ptr, 0))
+            } else {
+                Src::Ptr(ptr)
+            }
+        })
+        .collect()
+}
+
 /// Simplifies a loop nest over `dims` in which operand `t` steps by `strides[t][i]` along dim `i`:
 /// drops size-1 dims and merges neighbours that every operand walks as one (`s[i] == s[i+1] *
 /// dims[i+1]`). The result has at least one dim; an empty nest becomes `[1]` with strides `unit`.
