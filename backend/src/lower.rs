@@ -13,7 +13,7 @@ use crate::kernels::gemm::{pack_b, Addend, Lhs, Mat, Product, Rhs, Tiling};
 use crate::kernels::pool::PoolSpec;
 use crate::kernels::{self, dense_strides};
 use crate::BackendError;
-use kiln_ir::ops::PoolKind;
+use kiln_ir::ops::{Layout, PoolKind};
 use kiln_ir::{DType, Graph, NodeId, Op, Tensor, Value};
 use std::collections::HashMap;
 
@@ -290,6 +290,24 @@ impl<'g> Lowering<'g> {
             | Op::Unsqueeze(_) => return Ok(None),
             Op::Unary(_) | Op::Binary(_) | Op::Cast(_) | Op::Where => {
                 self.elementwise_family(id, &op)?
+            }
+            Op::Conv(kiln_ir::ops::Conv {
+                layout: Layout::Nhwc,
+                ..
+            })
+            | Op::Pool(kiln_ir::ops::Pool {
+                layout: Layout::Nhwc,
+                ..
+            })
+            | Op::GlobalPool(kiln_ir::ops::GlobalPool {
+                layout: Layout::Nhwc,
+                ..
+            }) => {
+                return Err(unsupported(
+                    g,
+                    id,
+                    "the channels-last layout is not compiled yet".to_string(),
+                ))
             }
             // Convolution of other float dtypes runs the generic direct kernel.
             Op::Conv(_) if g.input(id, 0).is_some_and(|x| g.ty(x).dtype != DType::F32) => {

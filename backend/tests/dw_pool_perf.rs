@@ -102,6 +102,7 @@ fn add_dw(c: &mut Case, i: usize, (ch, side, k, s): Dw, post: Vec<UnaryOp>) {
     let b = c.weight(&format!("b{i}"), &[ch]);
     let p = k / 2;
     let op = Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![k, k],
         strides: vec![s, s],
         dilations: vec![1, 1],
@@ -157,6 +158,7 @@ fn pools_and_softmax() {
         c.out(
             "pool",
             Op::Pool(Pool {
+                layout: kiln_ir::ops::Layout::Nchw,
                 kind: PoolKind::Max,
                 kernel_shape: vec![k, k],
                 strides: vec![s, s],
@@ -187,6 +189,7 @@ fn pools_and_softmax() {
     c.out(
         "pool",
         Op::Pool(Pool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Avg,
             kernel_shape: vec![3, 3],
             strides: vec![1, 1],
@@ -204,6 +207,7 @@ fn pools_and_softmax() {
         c.out(
             "gap",
             Op::GlobalPool(GlobalPool {
+                layout: kiln_ir::ops::Layout::Nchw,
                 kind: PoolKind::Avg,
             }),
             &[x],

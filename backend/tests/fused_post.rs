@@ -11,6 +11,7 @@ use kiln_passes::{pipeline, Driver};
 
 fn conv(k: usize, stride: usize, group: usize, post: Vec<UnaryOp>) -> Op {
     Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![k, k],
         strides: vec![stride; 2],
         dilations: vec![1, 1],

@@ -25,6 +25,7 @@ fn gemm_op(alpha: f32, beta: f32, ta: bool, tb: bool, post: Vec<UnaryOp>) -> Op 
 
 fn conv_op(k: &[usize], s: &[usize], d: &[usize], p: &[usize], group: usize) -> Op {
     Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: k.to_vec(),
         strides: s.to_vec(),
         dilations: d.to_vec(),
@@ -363,6 +364,7 @@ fn conv_other_ranks_weights_and_post() {
     c.out(
         "conv_post",
         Op::Conv(Conv {
+            layout: kiln_ir::ops::Layout::Nchw,
             kernel_shape: vec![3, 3],
             strides: vec![1, 1],
             dilations: vec![1, 1],

@@ -68,6 +68,7 @@ fn cnn() -> Case {
     let w = c.weight("conv1.w", &[8, 3, 3, 3]);
     let b = c.weight("conv1.b", &[8]);
     let conv1 = Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![3, 3],
         strides: vec![1, 1],
         dilations: vec![1, 1],
@@ -88,6 +89,7 @@ fn cnn() -> Case {
     );
     let h = relu(&mut c, "relu1", h);
     let pool = Op::Pool(Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: PoolKind::Max,
         kernel_shape: vec![2, 2],
         strides: vec![2, 2],
@@ -99,6 +101,7 @@ fn cnn() -> Case {
     let h = c.node("pool", pool, &[h]);
     let w = c.weight("conv2.w", &[16, 4, 3, 3]);
     let conv2 = Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![3, 3],
         strides: vec![2, 2],
         dilations: vec![1, 1],
@@ -111,6 +114,7 @@ fn cnn() -> Case {
     let h = c.node(
         "gap",
         Op::GlobalPool(GlobalPool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Avg,
         }),
         &[h],
@@ -179,6 +183,7 @@ fn embedding_bag() {
     let p = c.node(
         "p",
         Op::GlobalPool(GlobalPool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Max,
         }),
         &[r],

@@ -361,6 +361,7 @@ fn conv_transposes() {
 fn max_pools_of_any_dtype_with_indices() {
     let mut c = Case::new("max_pool_generic");
     let pool = Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: PoolKind::Max,
         kernel_shape: vec![3, 2],
         strides: vec![2, 1],
@@ -472,6 +473,7 @@ fn f16_arithmetic_converts_exactly() {
     // f16 max pooling and top-k compare through the same loads.
     let x = c.input("x", DType::F16, &[1, 1, 4, 6], Gen::Uniform(-100.0, 100.0));
     let pool = Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: PoolKind::Max,
         kernel_shape: vec![2, 3],
         strides: vec![2, 3],
@@ -503,6 +505,7 @@ fn convs_of_other_float_dtypes() {
     let w = c.input("w", DType::F64, &[6, 2, 3, 2], Gen::Uniform(-1.0, 1.0));
     let b = c.input("b", DType::F64, &[6], Gen::Uniform(-1.0, 1.0));
     let op = Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![3, 2],
         strides: vec![2, 1],
         dilations: vec![1, 2],
@@ -516,6 +519,7 @@ fn convs_of_other_float_dtypes() {
         let x = c.input(&format!("{name}_x"), dt, &[2, 4, 8], Gen::Ints(-4, 4));
         let w = c.input(&format!("{name}_w"), dt, &[4, 1, 3], Gen::Ints(-3, 3));
         let op = Op::Conv(Conv {
+            layout: kiln_ir::ops::Layout::Nchw,
             kernel_shape: vec![3],
             strides: vec![1],
             dilations: vec![1],

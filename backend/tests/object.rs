@@ -53,6 +53,7 @@ fn mathy() -> Case {
     let img = c.x("img", &[1, 2, 5, 5]);
     let k = c.weight("k", &[3, 2, 3, 3]);
     let conv = Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![3, 3],
         strides: vec![1, 1],
         dilations: vec![1, 1],
@@ -335,6 +336,7 @@ fn unsupported_nodes_are_all_listed() {
     // Average pooling runs on f32 only (f16 convolution and max pooling have a generic kernel).
     let h = g.add_input("h", TensorType::new(DType::F16, &[1, 1, 4, 4]));
     let pool = Op::Pool(kiln_ir::ops::Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: kiln_ir::ops::PoolKind::Avg,
         kernel_shape: vec![3, 3],
         strides: vec![1, 1],

@@ -195,6 +195,7 @@ fn cast() {
 
 fn conv(k: &[usize], s: &[usize], d: &[usize], p: &[usize], group: usize) -> Op {
     Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: k.to_vec(),
         strides: s.to_vec(),
         dilations: d.to_vec(),
@@ -415,6 +416,7 @@ fn pool(
     cip: bool,
 ) -> Op {
     Op::Pool(Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind,
         kernel_shape: k.to_vec(),
         strides: s.to_vec(),
@@ -580,7 +582,10 @@ fn pools() {
             let x = c.x(&format!("g{i}{kind:?}"), dims);
             c.out(
                 &format!("global{i}{kind:?}"),
-                Op::GlobalPool(GlobalPool { kind }),
+                Op::GlobalPool(GlobalPool {
+                    kind,
+                    layout: kiln_ir::ops::Layout::Nchw,
+                }),
                 &[x],
             );
         }

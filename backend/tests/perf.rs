@@ -46,6 +46,7 @@ fn bench() {
     let w = c.weight("w", &[64, 64, 3, 3]);
     let b = c.weight("b", &[64]);
     let conv = Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![3, 3],
         strides: vec![1, 1],
         dilations: vec![1, 1],
@@ -64,6 +65,7 @@ fn bench() {
     let dx = c.x("dx", &[1, 128, 56, 56]);
     let dw = c.weight("dw", &[128, 1, 3, 3]);
     let dconv = Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![3, 3],
         strides: vec![1, 1],
         dilations: vec![1, 1],
@@ -77,6 +79,7 @@ fn bench() {
     let dx = c.x("dx", &[1, 128, 28, 28]);
     let dw = c.weight("dw", &[256, 128, 1, 1]);
     let dconv = Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![1, 1],
         strides: vec![1, 1],
         dilations: vec![1, 1],
@@ -102,6 +105,7 @@ fn bench() {
     c.out(
         "pool",
         Op::Pool(Pool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Max,
             kernel_shape: vec![3, 3],
             strides: vec![2, 2],
@@ -136,6 +140,7 @@ fn compile_time_many_layers() {
         let w = c.weight(&format!("w{i}"), &[ch, cin, 3, 3]);
         let b = c.weight(&format!("b{i}"), &[ch]);
         let conv = Op::Conv(Conv {
+            layout: kiln_ir::ops::Layout::Nchw,
             kernel_shape: vec![3, 3],
             strides: vec![1, 1],
             dilations: vec![1, 1],

@@ -43,6 +43,7 @@ fn add_dw(c: &mut Case, i: usize, l: &Dw) {
         ins.push(c.weight(&format!("b{i}"), &[ch]));
     }
     let op = Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: l.k.clone(),
         strides: l.s.clone(),
         dilations: l.d.clone(),
@@ -177,6 +178,7 @@ fn pool(
     cip: bool,
 ) -> Op {
     Op::Pool(Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind,
         kernel_shape: k.to_vec(),
         strides: s.to_vec(),
@@ -360,7 +362,14 @@ fn global_pools() {
     .enumerate()
     {
         let x = c.x(&format!("x{i}"), &dims);
-        c.out(&format!("g{i}"), Op::GlobalPool(GlobalPool { kind }), &[x]);
+        c.out(
+            &format!("g{i}"),
+            Op::GlobalPool(GlobalPool {
+                kind,
+                layout: kiln_ir::ops::Layout::Nchw,
+            }),
+            &[x],
+        );
     }
     check(&c);
 }
@@ -416,6 +425,7 @@ fn split_parts_match_the_serial_run() {
     c.out(
         "gp",
         Op::GlobalPool(GlobalPool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Avg,
         }),
         &[x],

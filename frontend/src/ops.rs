@@ -500,6 +500,7 @@ fn conv(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
     }
     let win = window(cx, &xd[2..], kernel)?;
     let op = Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: win.kernel,
         strides: win.strides,
         dilations: win.dilations,
@@ -528,6 +529,7 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> NResult<Vec<Value>> 
     }
     let win = window(cx, &xd[2..], kernel)?;
     let op = Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind,
         kernel_shape: win.kernel,
         strides: win.strides,
@@ -550,7 +552,14 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> NResult<Vec<Value>> 
 
 fn global_pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> NResult<Vec<Value>> {
     let x = imp.req(cx, 0, "X")?;
-    imp.add(cx, Op::GlobalPool(GlobalPool { kind }), &[Some(x)])
+    imp.add(
+        cx,
+        Op::GlobalPool(GlobalPool {
+            kind,
+            layout: kiln_ir::ops::Layout::Nchw,
+        }),
+        &[Some(x)],
+    )
 }
 
 fn batch_norm(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {

@@ -1054,6 +1054,7 @@ fn lp_pool(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
     let count: usize = win.kernel.iter().product();
     let pw = abs_pow(imp, cx, x, p)?;
     let op = Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: PoolKind::Avg,
         kernel_shape: win.kernel,
         strides: win.strides,
@@ -1076,6 +1077,7 @@ fn global_lp_pool(imp: &mut Importer, cx: &NodeCx) -> NResult<Vec<Value>> {
     let count: usize = xd[2..].iter().product();
     let pw = abs_pow(imp, cx, x, p)?;
     let op = Op::GlobalPool(GlobalPool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: PoolKind::Avg,
     });
     let mean = imp.add_aux(cx, "avg", op, &[Some(pw)])?;

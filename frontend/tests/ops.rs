@@ -373,6 +373,7 @@ fn conv_with_explicit_pads_and_default_kernel_shape() {
     assert_eq!(
         out_op(&m, "y"),
         Op::Conv(Conv {
+            layout: kiln_ir::ops::Layout::Nchw,
             kernel_shape: vec![3, 3],
             strides: vec![2, 2],
             dilations: vec![1, 1],
@@ -494,6 +495,7 @@ fn pools() {
     assert_eq!(
         out_op(&m, "mp"),
         Op::Pool(Pool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Max,
             kernel_shape: vec![2, 2],
             strides: vec![2, 2],
@@ -522,12 +524,14 @@ fn pools() {
     assert_eq!(
         out_op(&m, "gap"),
         Op::GlobalPool(GlobalPool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Avg
         })
     );
     assert_eq!(
         out_op(&m, "gmp"),
         Op::GlobalPool(GlobalPool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Max
         })
     );

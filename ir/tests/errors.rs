@@ -143,6 +143,7 @@ fn more_inference_errors() {
     // A dilated pooling window made only of padding has no maximum: taps at -1 and 2 on an input of 1.
     let y = g.add_input("y", TensorType::new(DType::F32, &[1, 1, 1]));
     let pool = Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: PoolKind::Max,
         kernel_shape: vec![2],
         strides: vec![1],

@@ -47,6 +47,7 @@ fn conv_op(
     group: usize,
 ) -> Op {
     Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: k.to_vec(),
         strides: strides.to_vec(),
         dilations: dilations.to_vec(),
@@ -65,6 +66,7 @@ fn pool_op(
     count_include_pad: bool,
 ) -> Op {
     Op::Pool(Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind,
         kernel_shape: k.to_vec(),
         strides: strides.to_vec(),
@@ -273,6 +275,7 @@ fn maxpool_dilated() {
     // x = [3,1,4,1,5], kernel 2 with dilation 2 reads x[o] and x[o+2]: max(3,4), max(1,1), max(4,5).
     let x = f32t(&[1, 1, 5], &[3.0, 1.0, 4.0, 1.0, 5.0]);
     let op = Op::Pool(Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: PoolKind::Max,
         kernel_shape: vec![2],
         strides: vec![1],
@@ -342,6 +345,7 @@ fn global_pools() {
     let x = f32t(&[1, 2, 2, 2], &[1.0, 2.0, 3.0, 4.0, -1.0, -5.0, 2.0, 0.0]);
     let avg = eval(
         &Op::GlobalPool(GlobalPool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Avg,
         }),
         &[&x],
@@ -349,6 +353,7 @@ fn global_pools() {
     assert_exact(&avg, &[1, 2, 1, 1], &[2.5, -1.0]);
     let max = eval(
         &Op::GlobalPool(GlobalPool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Max,
         }),
         &[&x],
@@ -1039,4 +1044,75 @@ fn conv_and_gemm_apply_their_post_chain_in_order() {
         &[2, 2],
         &[0.0, 0.0, 2.0, 3.0],
     );
+}
+
+/// Channels-last conv: input [N=1, H=2, W=2, C=2] with position (h, w) holding channels
+/// `[p, 10 p]` for p = 1..4 in row-major order; a 1x1 conv with weights [[1, 1], [2, 0]] (M=2, C=2)
+/// and bias [0, 0.5] gives, per position, `[p + 10 p, 2 p + 0.5] = [11 p, 2 p + 0.5]`, also
+/// channels-last. A 2x2 valid conv with all-ones weights (M=1) sums every input: 11 * (1+2+3+4).
+#[test]
+fn conv_channels_last() {
+    let x = f32t(&[1, 2, 2, 2], &[1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0]);
+    let nhwc = |k: usize| {
+        let Op::Conv(mut c) = conv_op(&[k, k], &[1, 1], &[0, 0, 0, 0], &[1, 1], 1) else {
+            unreachable!()
+        };
+        c.layout = kiln_ir::ops::Layout::Nhwc;
+        Op::Conv(c)
+    };
+    let w = f32t(&[2, 2, 1, 1], &[1.0, 1.0, 2.0, 0.0]);
+    let b = f32t(&[2], &[0.0, 0.5]);
+    let y = eval(&nhwc(1), &[&x, &w, &b]);
+    assert_exact(
+        &y,
+        &[1, 2, 2, 2],
+        &[11.0, 2.5, 22.0, 4.5, 33.0, 6.5, 44.0, 8.5],
+    );
+    let w2 = f32t(&[1, 2, 2, 2], &[1.0; 8]);
+    assert_exact(&eval(&nhwc(2), &[&x, &w2]), &[1, 1, 1, 1], &[110.0]);
+    // Shape inference reads the channels from the last axis: C=2 against weights [2, 2, 1, 1].
+    let xt = kiln_ir::TensorType::new(DType::F32, &[1, 5, 7, 2]);
+    let wt = kiln_ir::TensorType::new(DType::F32, &[3, 2, 1, 1]);
+    let facts = [
+        Some(kiln_ir::ops::Fact {
+            ty: &xt,
+            value: None,
+        }),
+        Some(kiln_ir::ops::Fact {
+            ty: &wt,
+            value: None,
+        }),
+    ];
+    let out = nhwc(1).infer(&facts).unwrap();
+    assert_eq!(out[0], kiln_ir::TensorType::new(DType::F32, &[1, 5, 7, 3]));
+}
+
+/// Channels-last pooling on the same input: a 2x2 max pool takes, per channel, the max over the
+/// four positions ([4, 40]); the global average is the mean per channel ([2.5, 25]).
+#[test]
+fn pool_channels_last() {
+    let x = f32t(&[1, 2, 2, 2], &[1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0]);
+    let Op::Pool(mut p) = pool_op(PoolKind::Max, &[2, 2], &[1, 1], &[0, 0, 0, 0], false, false)
+    else {
+        unreachable!()
+    };
+    p.layout = kiln_ir::ops::Layout::Nhwc;
+    assert_exact(&eval(&Op::Pool(p), &[&x]), &[1, 1, 1, 2], &[4.0, 40.0]);
+    let gp = Op::GlobalPool(GlobalPool {
+        kind: PoolKind::Avg,
+        layout: kiln_ir::ops::Layout::Nhwc,
+    });
+    assert_exact(&eval(&gp, &[&x]), &[1, 1, 1, 2], &[2.5, 25.0]);
+}
+
+/// The permutations between the layouts, written out for rank 4 and 3.
+#[test]
+fn layout_permutations() {
+    use kiln_ir::ops::Layout;
+    assert_eq!(Layout::Nhwc.from_nchw(4), vec![0, 2, 3, 1]);
+    assert_eq!(Layout::Nhwc.to_nchw(4), vec![0, 3, 1, 2]);
+    assert_eq!(Layout::Nhwc.from_nchw(3), vec![0, 2, 1]);
+    assert_eq!(Layout::Nhwc.to_nchw(3), vec![0, 2, 1]);
+    assert_eq!(Layout::Nchw.from_nchw(4), vec![0, 1, 2, 3]);
+    assert_eq!(Layout::Nhwc.channel_axis(4), 3);
 }

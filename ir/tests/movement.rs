@@ -405,6 +405,7 @@ fn conv_transpose_and_max_pool_indices() {
     // Max pool 2x2 stride 2 over a 2x4 plane with indices (row-major and column-major numbering).
     let x = f32t(&[1, 1, 2, 4], &[1., 5., 2., 2., 3., 4., 8., 7.]);
     let pool = Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: PoolKind::Max,
         kernel_shape: vec![2, 2],
         strides: vec![2, 2],
@@ -546,6 +547,7 @@ fn graph_text_round_trips() {
         "mp",
         Op::MaxPoolIndices(MaxPoolIndices {
             pool: Pool {
+                layout: kiln_ir::ops::Layout::Nchw,
                 kind: PoolKind::Max,
                 kernel_shape: vec![2, 2],
                 strides: vec![2, 2],

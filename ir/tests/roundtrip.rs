@@ -190,6 +190,7 @@ fn fused_activation_chains_round_trip() {
         Tensor::from_f32(vec![2, 2, 1, 1], &[1.0, 0.0, 0.0, 1.0]),
     );
     let conv = Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![1, 1],
         strides: vec![1, 1],
         dilations: vec![1, 1],
@@ -259,4 +260,31 @@ fn empty_chain_is_not_printed_and_bad_chains_are_rejected() {
     // A predicate would make the output bool: the verifier refuses it.
     let g = parse(&base.replace("POST", "\"is_nan\"")).unwrap();
     assert!(verify(&g).unwrap_err().to_string().contains("is_nan"));
+}
+
+/// The `layout="nhwc"` attribute of channels-last conv and pooling survives the text form.
+#[test]
+fn channels_last_ops_round_trip() {
+    use kiln_ir::ops::{GlobalPool, Layout, PoolKind};
+    let mut g = Graph::new("nhwc");
+    let x = g.add_input("x", kiln_ir::TensorType::new(DType::F32, &[1, 6, 6, 4]));
+    let w = g.add_const("w", Tensor::from_f32(vec![8, 4, 3, 3], &[0.5; 288]));
+    let Op::Conv(mut c) = common::conv(3, 1, 2, 1) else {
+        unreachable!()
+    };
+    c.layout = Layout::Nhwc;
+    let y = common::node(&mut g, "c", Op::Conv(c), &[Some(x), Some(w)]);
+    assert_eq!(g.ty(y).dims(), Some(vec![1, 3, 3, 8]));
+    let p = common::node(
+        &mut g,
+        "p",
+        Op::GlobalPool(GlobalPool {
+            kind: PoolKind::Avg,
+            layout: Layout::Nhwc,
+        }),
+        &[Some(y)],
+    );
+    g.outputs.push(("out".into(), p));
+    let parsed = round_trip(&g);
+    assert!(print(&parsed, FULL).contains("layout=\"nhwc\""));
 }

@@ -27,6 +27,7 @@ fn f32c(g: &mut Graph, name: &str, shape: &[usize], v: &[f32]) -> Value {
 
 fn conv1x1() -> Op {
     Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![1, 1],
         strides: vec![1, 1],
         dilations: vec![1, 1],
@@ -39,6 +40,7 @@ fn conv1x1() -> Op {
 /// A depthwise 1x1 conv over 2 channels (weights `[2, 1, 1, 1]`).
 fn dwconv() -> Op {
     Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![1, 1],
         strides: vec![1, 1],
         dilations: vec![1, 1],

@@ -55,6 +55,7 @@ fn node(g: &mut Graph, name: &str, op: Op, ins: &[Option<Value>]) -> Value {
 
 fn conv(k: &[usize], pads: &[usize]) -> Op {
     Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: k.to_vec(),
         strides: vec![1; k.len()],
         dilations: vec![1; k.len()],
@@ -66,6 +67,7 @@ fn conv(k: &[usize], pads: &[usize]) -> Op {
 
 fn pool(kind: PoolKind, k: &[usize], strides: &[usize], pads: &[usize], cip: bool) -> Op {
     Op::Pool(Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind,
         kernel_shape: k.to_vec(),
         strides: strides.to_vec(),

@@ -149,7 +149,146 @@ pub(super) fn check_window(
     Ok(())
 }
 
-/// N-d convolution (NCHW layout, OIHW weights) with groups. Pads are explicit `[begin..., end...]`.
+/// Where the channel axis of an activation tensor sits, for the ops that have one (conv, pooling).
+///
+/// ONNX models are channels-first. The `choose-layout` pass may switch a region of the graph to
+/// channels-last, where the channels of one position are contiguous: the backend then vectorizes
+/// depthwise convolutions and pooling over channels and computes a convolution as
+/// `Y[positions, M] = Col[positions, K] x W[K, M]` with the weights as the packed operand. The
+/// weights stay OIHW whatever the layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// `N x C x spatial...`, ONNX's layout.
+    #[default]
+    Nchw,
+    /// `N x spatial... x C`.
+    Nhwc,
+}
+
+impl Layout {
+    /// The permutation (as a Transpose `perm`) that takes a rank-`rank` channels-first tensor to this
+    /// layout: the identity for [`Layout::Nchw`], `[0, 2, .., rank-1, 1]` for [`Layout::Nhwc`].
+    pub fn from_nchw(self, rank: usize) -> Vec<usize> {
+        match self {
+            Layout::Nchw => (0..rank).collect(),
+            Layout::Nhwc => std::iter::once(0)
+                .chain(2..rank)
+                .chain(std::iter::once(1))
+                .collect(),
+        }
+    }
+
+    /// The inverse of [`Layout::from_nchw`]: this layout back to channels-first.
+    pub fn to_nchw(self, rank: usize) -> Vec<usize> {
+        match self {
+            Layout::Nchw => (0..rank).collect(),
+            Layout::Nhwc => std::iter::once(0)
+                .chain(std::iter::once(rank - 1))
+                .chain(1..rank - 1)
+                .collect(),
+        }
+    }
+
+    /// The axis holding the channels in a rank-`rank` tensor.
+    pub fn channel_axis(self, rank: usize) -> usize {
+        match self {
+            Layout::Nchw => 1,
+            Layout::Nhwc => rank - 1,
+        }
+    }
+
+    /// The `layout` attribute of the textual IR: absent for the default, `"nhwc"` otherwise.
+    fn attr(self) -> Option<(&'static str, Attr)> {
+        (self == Layout::Nhwc).then(|| ("layout", Attr::Str("nhwc".into())))
+    }
+
+    fn from_attrs(a: &Attrs) -> Result<Layout, OpError> {
+        match a.string("layout", Some("nchw"))?.as_str() {
+            "nchw" => Ok(Layout::Nchw),
+            "nhwc" => Ok(Layout::Nhwc),
+            other => invalid(format!(
+                "layout must be \"nchw\" or \"nhwc\", got \"{other}\""
+            )),
+        }
+    }
+
+    /// `ty` (in this layout) as the channels-first type the op's rules are written for.
+    fn type_to_nchw(self, ty: &TensorType) -> TensorType {
+        let perm = self.to_nchw(ty.rank());
+        TensorType {
+            dtype: ty.dtype,
+            shape: perm.iter().map(|&p| ty.shape[p].clone()).collect(),
+        }
+    }
+
+    /// A channels-first result type in this layout.
+    fn type_from_nchw(self, ty: TensorType) -> TensorType {
+        let perm = self.from_nchw(ty.rank());
+        TensorType {
+            dtype: ty.dtype,
+            shape: perm.iter().map(|&p| ty.shape[p].clone()).collect(),
+        }
+    }
+
+    /// Runs a channels-first `infer` on input 0 seen channels-first, and gives its results back in
+    /// this layout. Only input 0 (the activation) has a layout; weights and biases do not.
+    fn infer_via_nchw(
+        self,
+        ins: &[Option<Fact>],
+        infer: impl FnOnce(&[Option<Fact>]) -> Result<Vec<TensorType>, OpError>,
+    ) -> Result<Vec<TensorType>, OpError> {
+        if self == Layout::Nchw {
+            return infer(ins);
+        }
+        let x = req(ins, 0)?;
+        if x.ty.rank() < 3 {
+            return invalid(format!(
+                "channels-last input must be N x spatial... x C, got rank {}",
+                x.ty.rank()
+            ));
+        }
+        let xt = self.type_to_nchw(x.ty);
+        let mut v: Vec<Option<Fact>> = ins.to_vec();
+        v[0] = Some(Fact {
+            ty: &xt,
+            value: None,
+        });
+        Ok(infer(&v)?
+            .into_iter()
+            .map(|t| self.type_from_nchw(t))
+            .collect())
+    }
+
+    /// Runs a channels-first `eval` on input 0 transposed to channels-first and transposes its
+    /// results back: the reference semantics of the channels-last ops.
+    fn eval_via_nchw(
+        self,
+        ins: &[Option<&Tensor>],
+        eval: impl FnOnce(&[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError>,
+    ) -> Result<Vec<Tensor>, OpError> {
+        if self == Layout::Nchw {
+            return eval(ins);
+        }
+        let x = req_t(ins, 0)?;
+        let rank = x.shape().len();
+        let to = super::Transpose {
+            perm: self.to_nchw(rank),
+        };
+        let from = super::Transpose {
+            perm: self.from_nchw(rank),
+        };
+        let xt = to.eval(&[Some(x)])?.remove(0);
+        let mut v: Vec<Option<&Tensor>> = ins.to_vec();
+        v[0] = Some(&xt);
+        eval(&v)?
+            .iter()
+            .map(|y| Ok(from.eval(&[Some(y)])?.remove(0)))
+            .collect()
+    }
+}
+
+/// N-d convolution (OIHW weights) with groups, on channels-first input unless `layout` says otherwise.
+/// Pads are explicit `[begin..., end...]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv {
     /// Spatial kernel size.
@@ -165,6 +304,8 @@ pub struct Conv {
     /// Activations applied in order to every output element (after the bias), set by the fusion
     /// passes so that the kernel applies them before its store. Empty for a plain ONNX Conv.
     pub post: Vec<UnaryOp>,
+    /// Layout of the input and output activations.
+    pub layout: Layout,
 }
 
 impl Conv {
@@ -176,6 +317,7 @@ impl Conv {
             pads: a.usizes("pads", None)?,
             group: a.usize("group", Some(1))?,
             post: post_from_attrs(a)?,
+            layout: Layout::from_attrs(a)?,
         })
     }
 
@@ -188,10 +330,15 @@ impl Conv {
             ("group", Attr::Int(self.group as i64)),
         ];
         v.extend(post_attr(&self.post));
+        v.extend(self.layout.attr());
         v
     }
 
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
+        self.layout.infer_via_nchw(ins, |ins| self.infer_nchw(ins))
+    }
+
+    fn infer_nchw(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
         let x = req(ins, 0)?;
         let w = req(ins, 1)?;
         let xd = dims_of(x.ty)?;
@@ -254,6 +401,10 @@ impl Conv {
     /// Direct convolution: every output element sums `x * w` over its group's input channels and every
     /// kernel tap; taps in the padding read zero. Inputs are validated by [`crate::Op::eval`].
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        self.layout.eval_via_nchw(ins, |ins| self.eval_nchw(ins))
+    }
+
+    fn eval_nchw(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let (x, w) = (req_t(ins, 0)?, req_t(ins, 1)?);
         let bias = ins.get(2).copied().flatten().map(Tensor::to_f64_vec);
         let (xd, wd) = (x.shape(), w.shape());
@@ -339,6 +490,8 @@ pub struct Pool {
     pub ceil_mode: bool,
     /// For average pooling: divide by the full window, padding included.
     pub count_include_pad: bool,
+    /// Layout of the input and output.
+    pub layout: Layout,
 }
 
 impl Pool {
@@ -358,6 +511,7 @@ impl Pool {
             dilations: a.usizes("dilations", None)?,
             ceil_mode: a.bool("ceil_mode", false)?,
             count_include_pad: a.bool("count_include_pad", false)?,
+            layout: Layout::from_attrs(a)?,
         })
     }
 
@@ -375,10 +529,15 @@ impl Pool {
                 Attr::Int(self.count_include_pad as i64),
             ));
         }
+        v.extend(self.layout.attr());
         v
     }
 
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
+        self.layout.infer_via_nchw(ins, |ins| self.infer_nchw(ins))
+    }
+
+    fn infer_nchw(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
         let x = req(ins, 0)?;
         let xd = dims_of(x.ty)?;
         if xd.len() < 3 {
@@ -471,6 +630,10 @@ impl Pool {
     /// `count_include_pad` by the number of taps inside the padded input; taps past the end padding
     /// (the overhang of a ceil-mode window) never count, as in PyTorch and onnxruntime.
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        self.layout.eval_via_nchw(ins, |ins| self.eval_nchw(ins))
+    }
+
+    fn eval_nchw(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = req_t(ins, 0)?;
         let xd = x.shape();
         let r = xd.len() - 2;
@@ -529,6 +692,8 @@ impl Pool {
 pub struct GlobalPool {
     /// Max or average.
     pub kind: PoolKind,
+    /// Layout of the input and output (`N x 1 x ... x C` channels-last).
+    pub layout: Layout,
 }
 
 impl GlobalPool {
@@ -539,7 +704,22 @@ impl GlobalPool {
         }
     }
 
+    pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
+        self.layout.attr().into_iter().collect()
+    }
+
+    pub(crate) fn from_attrs(kind: PoolKind, a: &Attrs) -> Result<GlobalPool, OpError> {
+        Ok(GlobalPool {
+            kind,
+            layout: Layout::from_attrs(a)?,
+        })
+    }
+
     pub(crate) fn infer(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
+        self.layout.infer_via_nchw(ins, |ins| self.infer_nchw(ins))
+    }
+
+    fn infer_nchw(&self, ins: &[Option<Fact>]) -> Result<Vec<TensorType>, OpError> {
         let x = req(ins, 0)?;
         if x.ty.rank() < 3 {
             return invalid(format!(
@@ -564,6 +744,10 @@ impl GlobalPool {
 
     /// Max or mean of each `(n, c)` plane.
     pub(crate) fn eval(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        self.layout.eval_via_nchw(ins, |ins| self.eval_nchw(ins))
+    }
+
+    fn eval_nchw(&self, ins: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = req_t(ins, 0)?;
         let xd = x.shape();
         let plane: usize = xd[2..].iter().product();

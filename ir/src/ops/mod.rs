@@ -18,7 +18,7 @@ mod reduce;
 mod resize;
 
 pub use attention::{Attention, Rotary, RotaryDims};
-pub use conv::{resolve_auto_pad, AutoPad, Conv, GlobalPool, Pool, PoolKind};
+pub use conv::{resolve_auto_pad, AutoPad, Conv, GlobalPool, Layout, Pool, PoolKind};
 pub use conv_extra::{ConvTranspose, MaxPoolIndices};
 pub use einsum::{Einsum, EinsumPlan};
 pub use elementwise::{broadcast_shapes, BinaryOp, Cast, UnaryOp};
@@ -363,7 +363,7 @@ impl Op {
             Op::Where => vec![],
             Op::Conv(c) => c.attrs(),
             Op::Pool(p) => p.attrs(),
-            Op::GlobalPool(_) => vec![],
+            Op::GlobalPool(p) => p.attrs(),
             Op::Gemm(g) => g.attrs(),
             Op::BatchNorm(b) => b.attrs(),
             Op::Softmax(s) => s.attrs(),
@@ -415,12 +415,8 @@ impl Op {
             "conv" => Op::Conv(Conv::from_attrs(a)?),
             "max_pool" => Op::Pool(Pool::from_attrs(PoolKind::Max, a)?),
             "avg_pool" => Op::Pool(Pool::from_attrs(PoolKind::Avg, a)?),
-            "global_max_pool" => Op::GlobalPool(GlobalPool {
-                kind: PoolKind::Max,
-            }),
-            "global_avg_pool" => Op::GlobalPool(GlobalPool {
-                kind: PoolKind::Avg,
-            }),
+            "global_max_pool" => Op::GlobalPool(GlobalPool::from_attrs(PoolKind::Max, a)?),
+            "global_avg_pool" => Op::GlobalPool(GlobalPool::from_attrs(PoolKind::Avg, a)?),
             "gemm" => Op::Gemm(Gemm::from_attrs(a)?),
             "batch_norm" => Op::BatchNorm(BatchNorm::from_attrs(a)?),
             "softmax" => Op::Softmax(Softmax::from_attrs(a)?),

@@ -28,6 +28,7 @@ pub fn node(g: &mut Graph, name: &str, op: Op, ins: &[Option<Value>]) -> Value {
 
 pub fn conv(k: usize, pad: usize, stride: usize, group: usize) -> Op {
     Op::Conv(Conv {
+        layout: kiln_ir::ops::Layout::Nchw,
         kernel_shape: vec![k, k],
         strides: vec![stride; 2],
         dilations: vec![1, 1],
@@ -108,6 +109,7 @@ pub fn cnn() -> Graph {
     );
     let h = node(&mut g, "/relu/Relu", Op::Unary(UnaryOp::Relu), &[Some(h)]);
     let pool = Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: PoolKind::Max,
         kernel_shape: vec![2, 2],
         strides: vec![2, 2],
@@ -121,6 +123,7 @@ pub fn cnn() -> Graph {
         &mut g,
         "/gap/GlobalAveragePool",
         Op::GlobalPool(GlobalPool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Avg,
         }),
         &[Some(h)],
@@ -212,6 +215,7 @@ pub fn every_op() -> Graph {
     let dw = g.add_const("dw", f32t(&[2, 1, 3, 3], &ramp(18, 0.5)));
     let cg = node(&mut g, "depthwise", conv(3, 0, 2, 2), &[Some(c), Some(dw)]);
     let mut pool = Pool {
+        layout: kiln_ir::ops::Layout::Nchw,
         kind: PoolKind::Max,
         kernel_shape: vec![3, 3],
         strides: vec![2, 2],
@@ -229,6 +233,7 @@ pub fn every_op() -> Graph {
         &mut g,
         "gmax",
         Op::GlobalPool(GlobalPool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Max,
         }),
         &[Some(mp)],
@@ -237,6 +242,7 @@ pub fn every_op() -> Graph {
         &mut g,
         "gavg",
         Op::GlobalPool(GlobalPool {
+            layout: kiln_ir::ops::Layout::Nchw,
             kind: PoolKind::Avg,
         }),
         &[Some(ap)],
