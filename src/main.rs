@@ -76,7 +76,7 @@ enum Cmd {
         /// NAME_run at run time.
         #[arg(long, value_name = "MODE", default_value = "embedded", value_parser = ["embedded", "file"])]
         weights: String,
-        /// Print the memory plan and sizes.
+        /// Print the memory plan, the sizes, and every kernel function with the nodes it computes (the symbols a profiler shows).
         #[arg(long)]
         report: bool,
         /// Write the report as JSON to this file (`-` for stdout).
@@ -347,6 +347,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         t.op,
                         t.bytes,
                         location(&t.location)
+                    );
+                }
+                outln!(out, "{:<40} {:>10}  nodes", "kernel", "code bytes");
+                for k in &r.kernels {
+                    outln!(
+                        out,
+                        "{:<40} {:>10}  {}",
+                        k.symbol,
+                        k.code_bytes,
+                        k.nodes.join(", ")
                     );
                 }
             }

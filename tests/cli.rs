@@ -285,3 +285,54 @@ fn unbound_symbolic_dim_and_dim_flag() {
     assert!(stdout(&r).contains("f32[3,4]"), "{}", stdout(&r));
     let _ = attr::int("unused", 0);
 }
+
+/// `compile --report` lists every kernel function with the nodes it computes, so a profiler's
+/// symbols (`NAME_kN_op`) can be traced back to the model. In the small CNN the pools, the
+/// depthwise conv (its relu fused), the global pool and the softmax are each served by exactly one
+/// kernel (the other relus may or may not be fused, depending on the fusion defaults).
+#[test]
+fn report_lists_kernels_with_their_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().to_str().unwrap();
+    let r = kiln(&["compile", &model("cnn.onnx"), "-o", o, "--report-json", "-"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let text = stdout(&r);
+    let json: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    let kernels = json["kernels"].as_array().expect("kernels array");
+    let mut nodes = Vec::new();
+    let mut bytes = 0;
+    for k in kernels {
+        let sym = k["symbol"].as_str().unwrap();
+        assert!(sym.starts_with("cnn_k"), "{sym}");
+        let b = k["code_bytes"].as_u64().unwrap();
+        assert!(b > 0, "{sym} has no code");
+        bytes += b;
+        for n in k["nodes"].as_array().unwrap() {
+            nodes.push(n.as_str().unwrap().to_string());
+        }
+    }
+    // Entry points and trampolines come on top of the kernels.
+    assert!(bytes <= json["code_bytes"].as_u64().unwrap());
+    for want in [
+        "node \"/pool1/MaxPool\" (max_pool)",
+        "node \"/pool2/MaxPool\" (max_pool)",
+        "node \"/dw/Conv\" (conv)",
+        "node \"/gap/GlobalAveragePool\" (global_avg_pool)",
+        "node \"/softmax/Softmax\" (softmax)",
+    ] {
+        assert_eq!(
+            nodes.iter().filter(|n| *n == want).count(),
+            1,
+            "{want} in {nodes:?}"
+        );
+    }
+    assert!(
+        !nodes.iter().any(|n| n.contains("/relu3/Relu")),
+        "{nodes:?}"
+    );
+    // The text form prints the same table.
+    let r = kiln(&["compile", &model("cnn.onnx"), "-o", o, "--report"]);
+    let text = stdout(&r);
+    assert!(text.contains("_max_pool "), "{text}");
+    assert!(text.contains("\"/pool1/MaxPool\""), "{text}");
+}

@@ -36,6 +36,8 @@ pub(crate) struct Emitted {
     pub code_bytes: usize,
     /// CLIF of every function, when asked for.
     pub clif: Vec<KernelClif>,
+    /// Every kernel function, in emission order, with the nodes it serves and its code size.
+    pub kernels: Vec<crate::KernelReport>,
 }
 
 /// Inputs of [`emit`] that do not come from lowering.
@@ -83,6 +85,7 @@ struct Emitter<'a> {
     /// The trampoline of every split kernel, by the kernel's id.
     trampolines: HashMap<FuncId, FuncId>,
     clif: Vec<KernelClif>,
+    kernels: Vec<crate::KernelReport>,
     code_bytes: usize,
     opts: &'a EmitOptions<'a>,
     count: usize,
@@ -111,6 +114,7 @@ pub(crate) fn emit(
         symbols: HashMap::new(),
         trampolines: HashMap::new(),
         clif: Vec::new(),
+        kernels: Vec::new(),
         code_bytes: 0,
         opts,
         count: 0,
@@ -177,12 +181,14 @@ pub(crate) fn emit(
     em.entry(l, lay, &step_funcs, &copy_funcs, weights_data)?;
     let code_bytes = em.code_bytes;
     let clif = std::mem::take(&mut em.clif);
+    let kernels = std::mem::take(&mut em.kernels);
     if !opts.compile {
         // Declared functions were never defined; there is no object to write.
         return Ok(Emitted {
             object: Vec::new(),
             code_bytes,
             clif,
+            kernels,
         });
     }
     let product = em.module.finish();
@@ -193,6 +199,7 @@ pub(crate) fn emit(
         object,
         code_bytes,
         clif,
+        kernels,
     })
 }
 
@@ -238,6 +245,10 @@ impl<'a> Emitter<'a> {
         let node = self.g.node(req.node);
         let label = format!("node \"{}\" ({})", node.name, node.op.name());
         if let Some(&id) = self.by_text.get(&text) {
+            let sym = &self.symbols[&id];
+            if let Some(k) = self.kernels.iter_mut().find(|k| &k.symbol == sym) {
+                k.nodes.push(label.clone());
+            }
             if let Some(k) = self.clif.iter_mut().find(|k| k.func == id.as_u32()) {
                 k.nodes.push(label);
             }
@@ -251,6 +262,11 @@ impl<'a> Emitter<'a> {
             .map_err(|e| BackendError::Internal(format!("declare {symbol}: {e}")))?;
         self.by_text.insert(text.clone(), id);
         self.symbols.insert(id, symbol.clone());
+        self.kernels.push(crate::KernelReport {
+            symbol: symbol.clone(),
+            nodes: vec![label.clone()],
+            code_bytes: 0,
+        });
         if self.opts.want_clif {
             self.clif.push(KernelClif {
                 symbol: symbol.clone(),
@@ -291,7 +307,11 @@ impl<'a> Emitter<'a> {
             )));
         }
         if let Some(c) = self.ctx.compiled_code() {
-            self.code_bytes += c.code_info().total_size as usize;
+            let bytes = c.code_info().total_size as usize;
+            self.code_bytes += bytes;
+            if let Some(k) = self.kernels.iter_mut().find(|k| k.symbol == symbol) {
+                k.code_bytes = bytes;
+            }
         }
         Ok(())
     }

@@ -126,10 +126,25 @@ pub struct Report {
     pub code_bytes: usize,
     /// One entry per value, then derived constants and scratch buffers.
     pub tensors: Vec<TensorReport>,
+    /// One entry per kernel function (identical kernels are emitted once and serve several
+    /// nodes); trampolines and entry points are not listed.
+    pub kernels: Vec<KernelReport>,
     /// `Target::describe`.
     pub target: String,
     /// Every code generation setting, in a fixed order.
     pub settings: Vec<(String, String)>,
+}
+
+/// One kernel function of the library: its local symbol (what a profiler such as `perf` shows),
+/// the nodes it computes, and its machine code size.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelReport {
+    /// Symbol, `NAME_k<N>_<op>`.
+    pub symbol: String,
+    /// The nodes it serves, as `node "NAME" (op)`, in execution order.
+    pub nodes: Vec<String>,
+    /// Machine code bytes (0 when the functions were not compiled).
+    pub code_bytes: usize,
 }
 
 /// Where one tensor lives.
@@ -446,6 +461,7 @@ impl<'a> Compilation<'a> {
             weight_bytes,
             code_bytes: emitted.code_bytes,
             tensors,
+            kernels: emitted.kernels.clone(),
             target: self.opts.target.describe(),
             settings: self.settings.clone(),
         }
