@@ -20,8 +20,9 @@ pub mod conformance;
 pub mod npy;
 pub mod runner;
 
-pub use kiln_backend::{Report, Target, WeightsMode};
+pub use kiln_backend::{Report, Target, WeightsMode, Winograd};
 pub use kiln_frontend::ImportOptions;
+pub use kiln_passes::{LayoutPolicy, PipelineOptions};
 
 use kiln_ir::{DType, Graph};
 use std::collections::BTreeMap;
@@ -155,6 +156,8 @@ pub struct Compiler {
     import: ImportOptions,
     weights: WeightsMode,
     driver: kiln_passes::Driver,
+    pipeline: PipelineOptions,
+    winograd: Winograd,
 }
 
 /// Makes a file stem into a C identifier (the default NAME).
@@ -176,6 +179,8 @@ impl Compiler {
             import: ImportOptions::default(),
             weights: WeightsMode::Embedded,
             driver: kiln_passes::Driver::default(),
+            pipeline: PipelineOptions::default(),
+            winograd: Winograd::Auto,
         }
     }
 
@@ -226,6 +231,30 @@ impl Compiler {
         self
     }
 
+    /// The activation layout of the model's convolution regions (`--layout`):
+    /// [`LayoutPolicy::Auto`] (default) lets the `choose-layout` pass decide once per graph,
+    /// [`LayoutPolicy::Nchw`] keeps ONNX's channels-first layout, [`LayoutPolicy::Nhwc`] runs every
+    /// conv and pooling it can channels-last. The compiled library's inputs and outputs are
+    /// channels-first whatever the choice: only the kernels inside change.
+    pub fn layout(mut self, policy: LayoutPolicy) -> Self {
+        self.pipeline.layout = policy;
+        self
+    }
+
+    /// Winograd for dense 3x3 stride-1 convolutions (`--winograd`): [`Winograd::Auto`] (default)
+    /// where it pays, [`Winograd::Off`] for the smallest weights (Winograd's transformed weights are
+    /// 1.8x to 4x the size of the originals), `F2`/`F4` to force a tile size.
+    pub fn winograd(mut self, mode: Winograd) -> Self {
+        self.winograd = mode;
+        self
+    }
+
+    /// All the pipeline options at once (see [`PipelineOptions`]; [`Compiler::layout`] sets one).
+    pub fn pipeline_options(mut self, options: PipelineOptions) -> Self {
+        self.pipeline = options;
+        self
+    }
+
     /// The resolved C name.
     pub fn resolved_name(&self) -> Result<String> {
         match &self.name {
@@ -244,7 +273,8 @@ impl Compiler {
     pub fn optimized_graph(&self) -> Result<(Graph, kiln_passes::PipelineReport)> {
         let model = kiln_frontend::import_file(&self.model, &self.import)?;
         let mut graph = model.graph;
-        let report = self.driver.run(&mut graph, &kiln_passes::pipeline())?;
+        let passes = kiln_passes::pipeline_with(&self.pipeline);
+        let report = self.driver.run(&mut graph, &passes)?;
         Ok((graph, report))
     }
 
@@ -254,6 +284,7 @@ impl Compiler {
         let (graph, _) = self.optimized_graph()?;
         let target = self.target.clone().unwrap_or_else(Target::host);
         let opts = kiln_backend::Options {
+            winograd: self.winograd,
             name: name.clone(),
             target: target.clone(),
             weights: self.weights,

@@ -19,7 +19,7 @@ macro_rules! outp {
 ///
 /// Exit codes: 0 success, 2 bad input (malformed or unsupported model, bad flag), 1 internal error.
 #[derive(Parser)]
-#[command(name = "kiln", version, about, long_about = None, after_help = "Examples:\n  kiln inspect model.onnx\n  kiln compile model.onnx --out-dir build/            # build/libmodel.a + build/model.h for the host\n  kiln compile model.onnx --target aarch64-unknown-linux-gnu --out-dir build/arm64\n  kiln run model.onnx --input x.npy                   # compile for the host, run once, print outputs\n  kiln ir model.onnx --after const-fold               # textual IR after a pass\n  kiln bench model.onnx --cpu native --threads 2      # NAME_run_parallel on 2 threads")]
+#[command(name = "kiln", version, about, long_about = None, after_help = "Examples:\n  kiln inspect model.onnx\n  kiln compile model.onnx --out-dir build/            # build/libmodel.a + build/model.h for the host\n  kiln compile model.onnx --target aarch64-unknown-linux-gnu --out-dir build/arm64\n  kiln run model.onnx --input x.npy                   # compile for the host, run once, print outputs\n  kiln ir model.onnx --after const-fold               # textual IR after a pass\n  kiln bench model.onnx --cpu native --threads 2      # NAME_run_parallel on 2 threads\n  kiln bench model.onnx --cpu native --layout nhwc    # conv regions channels-last")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -43,11 +43,10 @@ enum Cmd {
         model: PathBuf,
         #[command(flatten)]
         import: ImportArgs,
-        /// Print the IR after this pass (`input` = as imported). Passes, in order: const-fold, identity,
-        /// fold-batchnorm, fold-pad, matmul-to-gemm, simplify-layout, recognize-layernorm,
-        /// recognize-gelu, recognize-softmax, fuse-activation, fuse-elementwise, dce.
-        #[arg(long, value_name = "PASS")]
+        #[arg(long, value_name = "PASS", help = after_pass_help())]
         after: Option<String>,
+        #[command(flatten)]
+        passes: PassArgs,
         /// Print every constant in full (the parser needs this).
         #[arg(long)]
         full_consts: bool,
@@ -66,6 +65,10 @@ enum Cmd {
         import: ImportArgs,
         #[command(flatten)]
         target: TargetArgs,
+        #[command(flatten)]
+        passes: PassArgs,
+        #[command(flatten)]
+        codegen: CodegenArgs,
         /// Output folder (created if missing).
         #[arg(long, short = 'o', value_name = "DIR")]
         out_dir: PathBuf,
@@ -96,6 +99,10 @@ enum Cmd {
         /// Extra target features, comma separated.
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         features: Vec<String>,
+        #[command(flatten)]
+        passes: PassArgs,
+        #[command(flatten)]
+        codegen: CodegenArgs,
         /// Warm runs measured (after the cold one).
         #[arg(long, short = 'n', default_value_t = 100)]
         runs: usize,
@@ -124,6 +131,10 @@ enum Cmd {
         show: usize,
         #[command(flatten)]
         threads: ThreadArgs,
+        #[command(flatten)]
+        passes: PassArgs,
+        #[command(flatten)]
+        codegen: CodegenArgs,
     },
 }
 
@@ -142,6 +153,46 @@ impl ThreadArgs {
         r.set_threads(self.threads.unwrap_or(0) as usize);
         Ok(r)
     }
+}
+
+/// The `--after` help of `kiln ir`: the pass names, listed from the pipeline itself.
+fn after_pass_help() -> String {
+    let names: Vec<&str> = kiln_passes::pipeline().iter().map(|p| p.name()).collect();
+    format!(
+        "Print the IR after this pass (`input` = as imported). Passes, in order: {}",
+        names.join(", ")
+    )
+}
+
+#[derive(Args)]
+struct PassArgs {
+    /// Activation layout of the conv regions: `auto` (the choose-layout pass decides per model),
+    /// `nchw` (channels-first, as ONNX), `nhwc` (channels-last wherever kiln has the kernels). The
+    /// library's inputs and outputs stay NCHW either way.
+    #[arg(long, value_name = "LAYOUT", default_value = "auto", value_parser = parse_layout)]
+    layout: kiln::LayoutPolicy,
+}
+
+#[derive(Args)]
+struct CodegenArgs {
+    /// Winograd for dense 3x3 stride-1 convs: `auto` (where it pays), `off` (im2col only: the
+    /// smallest weights; Winograd's are 1.8x to 4x larger), `f2` or `f4` (force that tile size).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_winograd)]
+    winograd: kiln::Winograd,
+}
+
+fn parse_winograd(s: &str) -> Result<kiln::Winograd, String> {
+    match s {
+        "auto" => Ok(kiln::Winograd::Auto),
+        "off" => Ok(kiln::Winograd::Off),
+        "f2" => Ok(kiln::Winograd::F2),
+        "f4" => Ok(kiln::Winograd::F4),
+        other => Err(format!("`{other}` is not one of auto, off, f2, f4")),
+    }
+}
+
+fn parse_layout(s: &str) -> Result<kiln::LayoutPolicy, String> {
+    s.parse()
 }
 
 #[derive(Args)]
@@ -262,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             import,
             after,
+            passes,
             full_consts,
             fuel,
             timings,
@@ -274,7 +326,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 driver.print_options.max_const_elems = usize::MAX;
             }
             driver.print_after = after.clone();
-            let compiler = import.compiler(&model)?.driver(driver.clone());
+            let compiler = import
+                .compiler(&model)?
+                .layout(passes.layout)
+                .driver(driver.clone());
             let (graph, report) = compiler.optimized_graph()?;
             if timings {
                 for p in &report.passes {
@@ -296,13 +351,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             import,
             target,
+            passes,
+            codegen,
             out_dir,
             name,
             weights,
             report,
             report_json,
         } => {
-            let mut c = import.compiler(&model)?.target(target.target()?);
+            let mut c = import
+                .compiler(&model)?
+                .layout(passes.layout)
+                .winograd(codegen.winograd)
+                .target(target.target()?);
             if let Some(n) = &name {
                 c = c.name(n);
             }
@@ -377,13 +438,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             import,
             cpu,
             features,
+            passes,
+            codegen,
             runs,
             threads,
             json,
         } => {
             let target = Target::parse(&Target::host().triple.to_string(), &cpu, &features)?;
             let start = std::time::Instant::now();
-            let compiled = import.compiler(&model)?.target(target).compile()?;
+            let compiled = import
+                .compiler(&model)?
+                .layout(passes.layout)
+                .winograd(codegen.winograd)
+                .target(target)
+                .compile()?;
             let compile_s = start.elapsed().as_secs_f64();
             let inputs: Vec<Vec<u8>> = compiled.inputs.iter().map(kiln::runner::pattern).collect();
             let runner = threads.runner(&compiled)?;
@@ -446,8 +514,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output_dir,
             show,
             threads,
+            passes,
+            codegen,
         } => {
-            let compiled = import.compiler(&model)?.compile()?;
+            let compiled = import
+                .compiler(&model)?
+                .layout(passes.layout)
+                .winograd(codegen.winograd)
+                .compile()?;
             let mut data = Vec::new();
             for (i, io) in compiled.inputs.iter().enumerate() {
                 let given = inputs.iter().find_map(|s| {

@@ -333,6 +333,92 @@ fn report_lists_kernels_with_their_nodes() {
     // The text form prints the same table.
     let r = kiln(&["compile", &model("cnn.onnx"), "-o", o, "--report"]);
     let text = stdout(&r);
-    assert!(text.contains("_max_pool "), "{text}");
+    assert!(text.contains("_max_pool"), "{text}");
     assert!(text.contains("\"/pool1/MaxPool\""), "{text}");
+}
+
+/// `--layout`: `nhwc` switches the small CNN's convs and pools to channels-last (its 1-channel
+/// input needs no transpose, only a reshape), and so does the default `auto` (its cost rule finds
+/// depthwise conv and pooling work to gain and no Winograd convs to lose), `nchw` leaves the IR as it was,
+/// `kiln run` computes the same outputs either way, and a bad value is a usage error. `kiln ir
+/// --help` lists the passes from the pipeline, `choose-layout` among them.
+#[test]
+fn layout_flag() {
+    let cnn = model("cnn.onnx");
+    let ir = |layout: &str| {
+        let r = kiln(&["ir", &cnn, "--layout", layout]);
+        assert!(r.status.success(), "{layout}: {}", stderr(&r));
+        stdout(&r)
+    };
+    let default = stdout(&kiln(&["ir", &cnn]));
+    assert_eq!(ir("auto"), default);
+    let nchw = ir("nchw");
+    assert!(!nchw.contains("layout=\"nhwc\""), "{nchw}");
+    let nhwc = ir("nhwc");
+    assert_eq!(default, nhwc);
+    assert_eq!(nhwc.matches("layout=\"nhwc\"").count(), 6, "{nhwc}");
+    assert!(!nhwc.contains("= transpose("), "{nhwc}");
+
+    let after = kiln(&["ir", &cnn, "--layout", "nhwc", "--after", "choose-layout"]);
+    assert!(after.status.success(), "{}", stderr(&after));
+    assert!(stdout(&after).contains("layout=\"nhwc\""));
+
+    let run = |layout: &str| {
+        let r = kiln(&["run", &cnn, "--layout", layout, "--show", "10"]);
+        assert!(r.status.success(), "{layout}: {}", stderr(&r));
+        stdout(&r)
+    };
+    let (a, b) = (run("nchw"), run("nhwc"));
+    let probs = |s: &str| -> Vec<f64> {
+        let list = &s[s.find(": [").unwrap() + 3..];
+        let list = &list[..list.find(']').unwrap()];
+        list.split(", ").map(|v| v.parse().unwrap()).collect()
+    };
+    let (pa, pb) = (probs(&a), probs(&b));
+    assert_eq!(pa.len(), 10, "{a}");
+    for (x, y) in pa.iter().zip(&pb) {
+        assert!((x - y).abs() <= 1e-5, "{a}\n{b}");
+    }
+
+    let bad = kiln(&["compile", &cnn, "-o", "/nonexistent", "--layout", "blocked"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("nhwc"), "{}", stderr(&bad));
+
+    let help = stdout(&kiln(&["ir", "--help"]));
+    assert!(
+        help.contains("fuse-activation, choose-layout, fuse-elementwise"),
+        "{help}"
+    );
+    for cmd in ["compile", "bench", "run", "ir"] {
+        let h = stdout(&kiln(&[cmd, "--help"]));
+        assert!(h.contains("--layout <LAYOUT>"), "{cmd}: {h}");
+    }
+}
+
+/// `--winograd` is on compile, bench and run (not ir: it is a code generation choice), and a bad
+/// value is a usage error naming the choices.
+#[test]
+fn winograd_flag() {
+    for cmd in ["compile", "bench", "run"] {
+        let h = stdout(&kiln(&[cmd, "--help"]));
+        assert!(h.contains("--winograd <MODE>"), "{cmd}: {h}");
+    }
+    let cnn = model("cnn.onnx");
+    let bad = kiln(&["compile", &cnn, "-o", "/nonexistent", "--winograd", "f3"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("auto, off, f2, f4"),
+        "{}",
+        stderr(&bad)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ok = kiln(&[
+        "compile",
+        &cnn,
+        "-o",
+        dir.path().to_str().unwrap(),
+        "--winograd",
+        "off",
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
 }

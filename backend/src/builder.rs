@@ -23,6 +23,8 @@ pub(crate) struct CodegenCfg {
     /// The target is aarch64 (32 vector registers and lane-indexed `fmla`): the GEMM tile shape
     /// depends on it.
     pub aarch64: bool,
+    /// Whether 3x3 convolutions may use Winograd (`Options::winograd`).
+    pub winograd: crate::Winograd,
 }
 
 /// A pointer operand. `ro` marks weights: they never change while the library runs, so their loads

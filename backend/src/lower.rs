@@ -20,6 +20,7 @@ use std::collections::HashMap;
 mod elementwise;
 mod fused;
 mod movement;
+mod nhwc;
 mod norm;
 
 /// A pointer operand of a kernel.
@@ -302,13 +303,7 @@ impl<'g> Lowering<'g> {
             | Op::GlobalPool(kiln_ir::ops::GlobalPool {
                 layout: Layout::Nhwc,
                 ..
-            }) => {
-                return Err(unsupported(
-                    g,
-                    id,
-                    "the channels-last layout is not compiled yet".to_string(),
-                ))
-            }
+            }) => self.nhwc_family(id, &op)?,
             // Convolution of other float dtypes runs the generic direct kernel.
             Op::Conv(_) if g.input(id, 0).is_some_and(|x| g.ty(x).dtype != DType::F32) => {
                 self.movement_family(id, &op)?
@@ -328,10 +323,7 @@ impl<'g> Lowering<'g> {
                     .then(|| self.const_of(w))
                     .flatten()
                     .filter(|_| spec.m > 0 && spec.k_len() > 0);
-                let plan = ConvPlan {
-                    tiling,
-                    packed_w: packed.is_some(),
-                };
+                let plan = ConvPlan::new(&spec, tiling, packed.is_some(), self.cfg.winograd);
                 let w_arg = match packed {
                     Some(t) => {
                         let v = plan.pack_weights(&spec, &t.to_f32_vec());
@@ -344,7 +336,7 @@ impl<'g> Lowering<'g> {
                     args.push(Arg::Val(b));
                 }
                 args.push(Arg::Val(y));
-                let scratch = spec.scratch_bytes(&tiling);
+                let scratch = plan.scratch_bytes(&spec);
                 if scratch > 0 {
                     args.push(Arg::Scratch(scratch));
                 }

@@ -14,6 +14,7 @@ use std::process::Command;
 /// Times `m_run` of the case (CPU time) and returns milliseconds per run.
 fn time_ms(c: &Case) -> f64 {
     let opts = Options {
+        winograd: kiln_backend::Winograd::Auto,
         name: "m".into(),
         target: Target::parse("x86_64-unknown-linux-gnu", "native", &[]).unwrap(),
         weights: WeightsMode::Embedded,
@@ -280,6 +281,7 @@ fn print_depthwise_clif() {
     let mut c = Case::new("dw");
     add_dw(&mut c, 0, (8, 20, k, s), relu6());
     let opts = Options {
+        winograd: kiln_backend::Winograd::Auto,
         name: "m".into(),
         target: Target::parse("x86_64-unknown-linux-gnu", "native", &[]).unwrap(),
         weights: WeightsMode::Embedded,

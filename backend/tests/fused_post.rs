@@ -98,11 +98,67 @@ fn gemm_applies_post() {
     check(&c);
 }
 
+fn gemm(alpha: f32, beta: f32, post: Vec<UnaryOp>) -> Op {
+    Op::Gemm(Gemm {
+        alpha,
+        beta,
+        trans_a: false,
+        trans_b: false,
+        post,
+    })
+}
+
+#[test]
+fn gemm_epilogue_forms_cover_partial_tiles() {
+    // The two epilogue forms on shapes with every kind of partial tile: 13 rows (two row tiles of 6
+    // on x86 plus one row, one tile of 8 plus 5 on aarch64), 11 columns (a full tile and 3 columns:
+    // a 3-lane vector from packed B, three scalar columns from strided B), and k = 800 (two k
+    // blocks: partial sums stored and reloaded before the epilogue). Relu and clip run on the
+    // accumulators in registers, sigmoid and silu over the stored tile; both load their constants
+    // and C from memory.
+    let mut c = Case::new("gemm_epi_forms");
+    let (m, k, n) = (13, 800, 11);
+    let a = c.x("a", &[m, k]);
+    let bw = c.weight("bw", &[k, n]);
+    let bx = c.x("bx", &[k, n]);
+    let c_full = c.x("c_full", &[m, n]);
+    let c_row = c.weight("c_row", &[n]);
+    let c_col = c.weight("c_col", &[m, 1]);
+    let clip = UnaryOp::Clip {
+        min: -0.5,
+        max: 0.75,
+    };
+    c.out(
+        "relu_w",
+        gemm(0.5, -1.0, vec![UnaryOp::Relu]),
+        &[a, bw, c_full],
+    );
+    c.out(
+        "clip_x",
+        gemm(1.0, 1.0, vec![clip, UnaryOp::Relu]),
+        &[a, bx, c_row],
+    );
+    c.out(
+        "silu_w",
+        gemm(0.25, 2.0, vec![UnaryOp::Silu]),
+        &[a, bw, c_col],
+    );
+    c.out(
+        "sig_x",
+        gemm(1.0, 0.5, vec![clip, UnaryOp::Sigmoid]),
+        &[a, bx, c_full],
+    );
+    c.out("tanh_noc", gemm(0.5, 1.0, vec![UnaryOp::Tanh]), &[a, bx]);
+    c.atol = 1e-4;
+    check(&c);
+}
+
 #[test]
 fn pipeline_fuses_and_compiled_result_matches_unfused_reference() {
     // conv -> add per-channel constant -> clip; depthwise conv -> mul(x, sigmoid(x)); gemm -> add
-    // -> hard swish. The adds fold into the biases and the silu joins the depthwise conv; the clip
-    // and hard swish after the gemm microkernel stay separate loops (see `FuseActivation`).
+    // -> hard swish. The adds fold into the biases, the clip joins the conv's epilogue and the silu
+    // the depthwise conv; the hard swish after the gemm microkernel stays a separate loop (see
+    // `FuseActivation`).
     let mut c = Case::new("fuse_e2e");
     let x = c.x("x", &[1, 3, 8, 8]);
     let w = c.weight("w", &[6, 3, 3, 3]);
@@ -155,6 +211,13 @@ fn pipeline_fuses_and_compiled_result_matches_unfused_reference() {
             .any(|op| matches!(op, Op::Conv(cv) if cv.group == 6 && cv.post == [UnaryOp::Silu])),
         "{text}"
     );
+    assert!(
+        ops.iter()
+            .any(|op| matches!(op, Op::Conv(cv) if cv.group == 1
+            && cv.post == [UnaryOp::Clip { min: 0.0, max: 6.0 }])),
+        "{text}"
+    );
+    assert!(ops.contains(&Op::Unary(UnaryOp::HardSwish)), "{text}");
     for arch in ARCHES {
         if let Some(got) = run_compiled(&c, arch, WeightsMode::Embedded) {
             compare(&c, arch, &got, &want);

@@ -51,6 +51,7 @@ fn fma_options() -> Option<Options> {
     let target =
         Target::parse("x86_64-unknown-linux-gnu", "x86-64-v3", &[]).expect("the v3 level parses");
     Some(Options {
+        winograd: kiln_backend::Winograd::Auto,
         name: "m".into(),
         target,
         weights: WeightsMode::Embedded,

@@ -80,6 +80,7 @@ fn compiling_twice_gives_identical_bytes() {
     for target in targets() {
         for weights in [WeightsMode::Embedded, WeightsMode::External] {
             let o = Options {
+                winograd: kiln_backend::Winograd::Auto,
                 name: "m".into(),
                 target: target.clone(),
                 weights,
@@ -103,6 +104,7 @@ fn objects_define_everything_and_export_only_the_entries() {
     let c = mathy();
     for target in targets() {
         let o = Options {
+            winograd: kiln_backend::Winograd::Auto,
             name: "mathy".into(),
             target: target.clone(),
             weights: WeightsMode::Embedded,
@@ -154,6 +156,7 @@ fn objects_define_everything_and_export_only_the_entries() {
 fn header_records_settings() {
     let c = mathy();
     let o = Options {
+        winograd: kiln_backend::Winograd::Auto,
         name: "m".into(),
         target: Target::parse("x86_64-unknown-linux-gnu", "x86-64-v3", &[]).unwrap(),
         weights: WeightsMode::External,
@@ -367,6 +370,7 @@ fn floor_compiles_without_sse41_and_names_are_checked() {
     c.out("y", Op::Unary(UnaryOp::Floor), &[x]);
     let t = Target::parse("x86_64-unknown-linux-gnu", "x86-64", &[]).unwrap();
     let o = Options {
+        winograd: kiln_backend::Winograd::Auto,
         name: "m".into(),
         target: t,
         weights: WeightsMode::Embedded,

@@ -14,10 +14,10 @@
 //! - `act(y)` with `y` such an output and `act` a relu, clip, leaky relu, sigmoid, hard sigmoid, hard
 //!   swish, gelu, silu or tanh is appended to the producer's `post`, repeatedly for chains. Views
 //!   (reshape, flatten, squeeze, unsqueeze) may sit between them, each the only reader of the value
-//!   before it: an elementwise op gives the same values before or after a view. By default only
-//!   depthwise convs take activations: in the gemm microkernel (gemm and the other convs) they were
-//!   measured slower than the separate loop (see `epilogue_pays`, and
-//!   [`FuseActivation::gemm_epilogue`] to turn them on there).
+//!   before it: an elementwise op gives the same values before or after a view. Depthwise convs take
+//!   every such activation; gemms and the other convs (the gemm microkernel's epilogue) take relu and
+//!   clip, the ones measured faster there (see `epilogue_pays`, and
+//!   [`FuseActivation::gemm_epilogue`] for the rest).
 //!
 //! The fused node keeps the producer's node name and output name; the removed nodes go away at once
 //! (so that the next link of a chain finds its producer with a single reader again).
@@ -30,10 +30,10 @@ use kiln_ir::{DType, Graph, GraphError, NodeId, Op, OpError, Tensor, Value};
 /// `conv` or `gemm` producing their input (see the module docs).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FuseActivation {
-    /// Also fuse activations into gemms and non-depthwise convs (the gemm microkernel's epilogue).
-    /// Off by default: measured slower than the separate loop with the current microkernel (the
-    /// numbers are in the module's `epilogue_pays`). Constant bias adds fold into every producer
-    /// either way.
+    /// Fuse every activation above into gemms and non-depthwise convs (the gemm microkernel's
+    /// epilogue), not only relu and clip. Off by default: the others measured slower there than
+    /// as a separate loop (the numbers are in the module's `epilogue_pays`). Constant bias adds fold
+    /// into every producer either way.
     pub gemm_epilogue: bool,
 }
 
@@ -137,19 +137,21 @@ fn fusable_activation(op: &UnaryOp) -> bool {
     )
 }
 
-/// Whether an activation in the epilogue of producer `id` beats the separate elementwise loop it
+/// Whether activation `op` in the epilogue of producer `id` beats the separate elementwise loop it
 /// would otherwise run in (after `fuse-elementwise`).
 ///
 /// Depthwise convs: always (same instructions, one pass over the activation less). Gemm and every
-/// other conv run the gemm microkernel, which keeps its accumulators in nearly all of x86's 16 vector
-/// registers; Cranelift hoists the activation's constants out of the tile loops, so they stay live
-/// through the k loop and push accumulators onto the stack there. Measured (one process alternating
-/// both libraries, `--cpu native`): relu6 in the expansion convs made mobilenet_v2 ~15% slower than
-/// relu6 in depthwise convs only; silu in efficientnet_b0's expansion convs made it 17% more
-/// instructions and ~50% slower than the separate loop. So only [`FuseActivation::gemm_epilogue`]
-/// turns those on, for when the microkernel's epilogue no longer costs registers in the k loop.
-fn epilogue_pays(g: &Graph, id: NodeId, gemm_epilogue: bool) -> bool {
-    gemm_epilogue || is_depthwise(g, id)
+/// other conv run the gemm microkernel, whose epilogue loads its constants from memory next to
+/// their use (so they take no register through the k loop) and applies relu and clip as one
+/// `maxps`/`minps` each on x86. Measured (p50 of single-thread CPU time per run, `--cpu native`,
+/// six alternating rounds; the separate loop -> relu/clip fused): mobilenet_v2 16.7 -> 15.5 ms,
+/// squeezenet1_1 12.8 -> 12.3, shufflenet_v2_x1_0 7.8 -> 7.6, resnet18 56.8 -> 56.9 (most of its
+/// convs run the Winograd kernel, with an epilogue of its own). The other activations are dozens of instructions per vector, bound by
+/// arithmetic either way, and the separate loop keeps their constants in registers: SiLU fused
+/// (applied over the stored tile) made yolo_style 30.8 -> 32.9 ms and efficientnet_b0 36.1 ->
+/// 36.7 ms, so only [`FuseActivation::gemm_epilogue`] fuses them there.
+fn epilogue_pays(g: &Graph, id: NodeId, op: &UnaryOp, gemm_epilogue: bool) -> bool {
+    is_depthwise(g, id) || gemm_epilogue || matches!(op, UnaryOp::Relu | UnaryOp::Clip { .. })
 }
 
 /// A conv with one input and one output channel per group (the backend's depthwise kernel).
@@ -204,7 +206,7 @@ fn next_rewrite(g: &Graph, id: NodeId, gemm_epilogue: bool) -> Option<Rewrite> {
         return None;
     }
     match &g.node(user).op {
-        Op::Unary(op) if fusable_activation(op) && epilogue_pays(g, id, gemm_epilogue) => {
+        Op::Unary(op) if fusable_activation(op) && epilogue_pays(g, id, op, gemm_epilogue) => {
             Some(Rewrite::Activation(*op, user))
         }
         Op::Binary(BinaryOp::Add) if v == y && post_of(&g.node(id).op).is_empty() => {

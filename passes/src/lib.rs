@@ -3,10 +3,12 @@
 //! A pass is a [`Pass`]: a name and a `run` that rewrites the graph in place and says whether it changed
 //! anything. Every rewrite keeps every value's type (shape inference is an invariant, not a pass), and
 //! asks the [`Fuel`] first, so `--fuel N` stops after N rewrites to bisect a bad one. The pipelines are
-//! listed in one place, [`pipeline`]. The [`Driver`] verifies the graph after each pass (in debug builds
-//! and whenever asked), times each pass, and can capture the IR after a named pass.
+//! listed in one place, [`pipeline_with`] ([`pipeline`] with the default [`PipelineOptions`]). The
+//! [`Driver`] verifies the graph after each pass (in debug builds and whenever asked), times each
+//! pass, and can capture the IR after a named pass.
 #![deny(missing_docs)]
 
+mod choose_layout;
 mod const_fold;
 mod dce;
 mod driver;
@@ -22,9 +24,10 @@ mod recognize_layernorm;
 mod recognize_softmax;
 mod simplify_layout;
 
+pub use choose_layout::{ChooseLayout, LayoutPolicy};
 pub use const_fold::ConstFold;
 pub use dce::DeadNodes;
-pub use driver::{pipeline, Driver, PassRecord, PipelineReport};
+pub use driver::{pipeline, pipeline_with, Driver, PassRecord, PipelineOptions, PipelineReport};
 pub use fold_batchnorm::FoldBatchNorm;
 pub use fold_pad::FoldPad;
 pub use fuse_activation::FuseActivation;

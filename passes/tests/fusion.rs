@@ -60,13 +60,13 @@ fn gemm(beta: f32) -> Op {
     })
 }
 
-/// Runs the pass as the pipeline does (activations into depthwise convs only), then dead-node
-/// elimination, verifying after each.
+/// Runs the pass as the pipeline does (every activation into depthwise convs, relu and clip into
+/// the others and gemms), then dead-node elimination, verifying after each.
 fn fuse(g: &mut Graph) -> bool {
     run_fuse(g, FuseActivation::default())
 }
 
-/// [`fuse`] with activations fused into gemms and every conv too.
+/// [`fuse`] with every activation fused into gemms and every conv.
 fn fuse_all(g: &mut Graph) -> bool {
     run_fuse(
         g,
@@ -144,16 +144,15 @@ fn conv_chain() -> Graph {
 #[test]
 fn conv_bias_add_and_activation_chain_fuse() {
     let before = conv_chain();
-    // By default the bias folds into the (pointwise) conv but relu and clip stay nodes.
+    // By default the bias folds into the (pointwise) conv and relu and clip join its epilogue.
     let mut g = before.clone();
     assert!(fuse(&mut g));
-    assert!(ops(&g)
-        .iter()
-        .any(|op| matches!(op, Op::Conv(c) if c.post.is_empty())));
+    assert!(ops(&g).iter().any(|op| matches!(op, Op::Conv(c)
+        if c.post == [UnaryOp::Relu, UnaryOp::Clip { min: 0.0, max: 6.0 }])));
     assert!(!ops(&g).contains(&Op::Binary(BinaryOp::Add)));
-    assert!(ops(&g).contains(&Op::Unary(UnaryOp::Relu)));
+    assert!(!ops(&g).contains(&Op::Unary(UnaryOp::Relu)));
     same_results(&before, &g, 1e-6);
-    // With the gemm epilogue on, the whole chain joins the conv.
+    // With the gemm epilogue on for every activation, the same.
     let mut g = before.clone();
     assert!(fuse_all(&mut g));
     insta::assert_snapshot!("conv_chain_before", text(&before));
@@ -293,8 +292,8 @@ fn gemm_without_c_takes_the_bias_as_c() {
         .into_iter()
         .find(|&id| matches!(g.node(id).op, Op::Gemm(_)))
         .unwrap();
-    assert!(matches!(&g.node(gm).op, Op::Gemm(op) if op.beta == 1.0 && op.post.is_empty()));
-    assert!(ops(&g).contains(&Op::Unary(UnaryOp::Relu)));
+    assert!(matches!(&g.node(gm).op, Op::Gemm(op) if op.beta == 1.0 && op.post == [UnaryOp::Relu]));
+    assert!(!ops(&g).contains(&Op::Unary(UnaryOp::Relu)));
     let c = g.const_value(g.input(gm, 2).unwrap()).unwrap();
     assert_eq!(c.to_f32_vec(), vec![3.0, -3.0]);
     same_results(&before, &g, 1e-6);
@@ -342,9 +341,14 @@ fn every_listed_activation_fuses_into_depthwise_convs_and_on_request_into_others
             v.sort();
             v
         };
+        // By default the gemm microkernel's epilogue (the pointwise conv) takes only the clamps.
+        let by_default: &[usize] = match act {
+            UnaryOp::Relu | UnaryOp::Clip { .. } => &[1, 2],
+            _ => &[2],
+        };
         let mut g = before.clone();
         assert!(fuse(&mut g), "{act:?}");
-        assert_eq!(fused_groups(&g), [2], "{act:?}");
+        assert_eq!(fused_groups(&g), by_default, "{act:?}");
         same_results(&before, &g, 0.0);
         let mut g = before.clone();
         assert!(fuse_all(&mut g), "{act:?}");

@@ -18,6 +18,7 @@
 //! only its own column tiles, so parts write disjoint memory and do the serial work exactly.
 
 use super::gemm::{product, Addend, Lhs, Mat, Product, Rhs, Tiling};
+use super::winograd::Winograd;
 use crate::builder::{Kb, Ptr};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, F32X4, I8X16};
@@ -148,9 +149,35 @@ pub(crate) struct ConvPlan {
     /// The weights operand is packed by `gemm::pack_a` per group (`[g][M/g/mr][K][mr]`, a
     /// derived constant); otherwise it is the OIHW tensor, read in place.
     pub packed_w: bool,
+    /// Computed by Winograd's algorithm instead (`super::winograd`); the weights are then
+    /// [`Winograd::transform_weights`]'s.
+    pub winograd: Option<Winograd>,
 }
 
 impl ConvPlan {
+    /// The plan for `s` under `tiling`, with compile-time packed weights when `packed_w`
+    /// (Winograd needs them), Winograd as the user's `mode` allows.
+    pub fn new(s: &ConvSpec, tiling: Tiling, packed_w: bool, mode: crate::Winograd) -> ConvPlan {
+        let winograd = if packed_w && !s.depthwise() {
+            Winograd::choose(s, &tiling, mode)
+        } else {
+            None
+        };
+        ConvPlan {
+            tiling,
+            packed_w,
+            winograd,
+        }
+    }
+
+    /// Bytes of scratch the kernel needs.
+    pub fn scratch_bytes(&self, s: &ConvSpec) -> usize {
+        match self.winograd {
+            Some(wg) => wg.scratch_bytes(s),
+            None => s.scratch_bytes(&self.tiling),
+        }
+    }
+
     /// Floats of one group's packed weights.
     pub fn group_floats(&self, s: &ConvSpec) -> usize {
         let mg = s.m / s.group;
@@ -159,6 +186,9 @@ impl ConvPlan {
 
     /// The packed weights: `w` is the OIHW tensor's data.
     pub fn pack_weights(&self, s: &ConvSpec, w: &[f32]) -> Vec<f32> {
+        if let Some(wg) = self.winograd {
+            return wg.transform_weights(s, &self.tiling, w);
+        }
         let (mg, kk) = (s.m / s.group, s.k_len());
         let mut out = Vec::with_capacity(self.group_floats(s) * s.group);
         for g in 0..s.group {
@@ -189,6 +219,11 @@ pub(crate) fn conv_kernel(kb: &mut Kb, s: &ConvSpec, plan: &ConvPlan) {
         return;
     }
     let t = plan.tiling;
+    if let Some(wg) = plan.winograd {
+        let scratch = kb.args[if s.bias { 4 } else { 3 }];
+        super::winograd::winograd_kernel(kb, s, &wg, &t, x, w, bias, y, scratch);
+        return;
+    }
     let scratch = if s.pointwise() {
         None
     } else {

@@ -7,6 +7,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod conv;
+pub(crate) mod conv_nhwc;
 pub(crate) mod depthwise;
 pub(crate) mod elementwise;
 pub(crate) mod fused;
@@ -16,6 +17,8 @@ pub(crate) mod movement;
 pub(crate) mod norm;
 pub(crate) mod pool;
 pub(crate) mod reduce;
+pub(crate) mod window_nhwc;
+pub(crate) mod winograd;
 
 use crate::builder::{Kb, Ptr};
 use cranelift_codegen::ir::types::{F32, F32X4, I16, I32, I64, I8, I8X16};

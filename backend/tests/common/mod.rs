@@ -227,6 +227,7 @@ pub const ARCHES: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
 
 pub fn options(name: &str, arch: Arch, weights: WeightsMode) -> Options {
     Options {
+        winograd: kiln_backend::Winograd::Auto,
         name: name.to_string(),
         target: arch.target(),
         weights,
