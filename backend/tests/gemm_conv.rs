@@ -9,7 +9,7 @@
 
 mod common;
 use common::*;
-use kiln_backend::{compile, Options, Target, WeightsMode};
+use kiln_backend::{compile, WeightsMode};
 use kiln_ir::ops::*;
 use kiln_ir::Op;
 
@@ -33,41 +33,6 @@ fn conv_op(k: &[usize], s: &[usize], d: &[usize], p: &[usize], group: usize) -> 
         group,
         post: vec![],
     })
-}
-
-/// The x86_64 FMA build (AVX2 + FMA), when the host can run it.
-fn fma_options() -> Option<Options> {
-    if !cfg!(target_arch = "x86_64") || Arch::X86_64.toolchain().is_err() {
-        return None;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if !(std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma"))
-        {
-            return None;
-        }
-    }
-    let target =
-        Target::parse("x86_64-unknown-linux-gnu", "x86-64-v3", &[]).expect("the v3 level parses");
-    Some(Options {
-        winograd: kiln_backend::Winograd::Auto,
-        name: "m".into(),
-        target,
-        weights: WeightsMode::Embedded,
-        model_file: "test.onnx".into(),
-    })
-}
-
-/// [`check`], plus the x86_64 FMA build.
-fn check_all(case: &Case) {
-    check(case);
-    if let Some(opts) = fma_options() {
-        let want = reference(&case.g, &case.inputs);
-        if let Some(got) = run_with(case, Arch::X86_64, &opts) {
-            compare(case, Arch::X86_64, &got, &want);
-        }
-    }
 }
 
 #[test]

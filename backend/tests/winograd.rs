@@ -132,30 +132,6 @@ fn case(name: &str, s: &Shape) -> (Case, Vec<f64>, f64) {
     (c, want, scale)
 }
 
-/// The x86_64 FMA build (AVX2 + FMA), when the host can run it.
-fn fma_options() -> Option<Options> {
-    if !cfg!(target_arch = "x86_64") || Arch::X86_64.toolchain().is_err() {
-        return None;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if !(std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma"))
-        {
-            return None;
-        }
-    }
-    let target =
-        Target::parse("x86_64-unknown-linux-gnu", "x86-64-v3", &[]).expect("the v3 level parses");
-    Some(Options {
-        winograd: kiln_backend::Winograd::Auto,
-        name: "m".into(),
-        target,
-        weights: WeightsMode::Embedded,
-        model_file: "test.onnx".into(),
-    })
-}
-
 /// Every build to run: (arch, options, the micro-kernel's row tile `mr`).
 fn builds(wm: Winograd) -> Vec<(Arch, Options, usize)> {
     let mut v = builds_default();

@@ -235,6 +235,38 @@ pub fn options(name: &str, arch: Arch, weights: WeightsMode) -> Options {
     }
 }
 
+/// The x86_64 FMA build (`x86-64-v3`: AVX2 + FMA), when the host can run it.
+pub fn fma_options() -> Option<Options> {
+    if !cfg!(target_arch = "x86_64") || Arch::X86_64.toolchain().is_err() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return None;
+        }
+    }
+    let target =
+        Target::parse("x86_64-unknown-linux-gnu", "x86-64-v3", &[]).expect("the v3 level parses");
+    Some(Options {
+        target,
+        ..options("m", Arch::X86_64, WeightsMode::Embedded)
+    })
+}
+
+/// [`check`], plus the x86_64 FMA build.
+pub fn check_all(case: &Case) {
+    check(case);
+    if let Some(opts) = fma_options() {
+        let want = reference(&case.g, &case.inputs);
+        if let Some(got) = run_with(case, Arch::X86_64, &opts) {
+            compare(case, Arch::X86_64, &got, &want);
+        }
+    }
+}
+
 fn rounded(n: usize) -> usize {
     n.max(1).div_ceil(64) * 64
 }
