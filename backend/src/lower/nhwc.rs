@@ -50,24 +50,24 @@ impl Lowering<'_> {
                 let spec = WindowSpec {
                     n: xd[0],
                     c: xd[3],
-                    rows: Axis {
-                        input: xd[1],
-                        output: yd[1],
-                        kernel: p.kernel_shape[0],
-                        stride: p.strides[0],
-                        dilation: p.dilations[0],
-                        pad_begin: p.pads[0],
-                        pad_end: p.pads[2],
-                    },
-                    cols: Axis {
-                        input: xd[2],
-                        output: yd[2],
-                        kernel: p.kernel_shape[1],
-                        stride: p.strides[1],
-                        dilation: p.dilations[1],
-                        pad_begin: p.pads[1],
-                        pad_end: p.pads[3],
-                    },
+                    rows: window_axis(
+                        &xd,
+                        &yd,
+                        0,
+                        &p.kernel_shape,
+                        &p.strides,
+                        &p.dilations,
+                        &p.pads,
+                    ),
+                    cols: window_axis(
+                        &xd,
+                        &yd,
+                        1,
+                        &p.kernel_shape,
+                        &p.strides,
+                        &p.dilations,
+                        &p.pads,
+                    ),
                     op: WinOp::Pool(p.kind, p.count_include_pad),
                 };
                 let kind = match p.kind {
@@ -132,24 +132,24 @@ impl Lowering<'_> {
             let spec = WindowSpec {
                 n: xd[0],
                 c,
-                rows: Axis {
-                    input: xd[1],
-                    output: yd[1],
-                    kernel: conv.kernel_shape[0],
-                    stride: conv.strides[0],
-                    dilation: conv.dilations[0],
-                    pad_begin: conv.pads[0],
-                    pad_end: conv.pads[2],
-                },
-                cols: Axis {
-                    input: xd[2],
-                    output: yd[2],
-                    kernel: conv.kernel_shape[1],
-                    stride: conv.strides[1],
-                    dilation: conv.dilations[1],
-                    pad_begin: conv.pads[1],
-                    pad_end: conv.pads[3],
-                },
+                rows: window_axis(
+                    xd,
+                    yd,
+                    0,
+                    &conv.kernel_shape,
+                    &conv.strides,
+                    &conv.dilations,
+                    &conv.pads,
+                ),
+                cols: window_axis(
+                    xd,
+                    yd,
+                    1,
+                    &conv.kernel_shape,
+                    &conv.strides,
+                    &conv.dilations,
+                    &conv.pads,
+                ),
                 op: WinOp::Conv {
                     bias: bias.is_some(),
                     post: conv.post.clone(),
@@ -246,5 +246,27 @@ impl Lowering<'_> {
                 Box::new(move |kb| conv_nhwc::conv_kernel(kb, &spec, &plan)),
             )
             .map(|s| Step { split, ..s }))
+    }
+}
+
+/// Spatial axis `i` (0: rows, 1: columns) of a channels-last window op on input dims `xd` and
+/// output dims `yd` (both N x H x W x C), from the op's attributes (pads are `[begins..., ends...]`).
+fn window_axis(
+    xd: &[usize],
+    yd: &[usize],
+    i: usize,
+    kernel: &[usize],
+    strides: &[usize],
+    dilations: &[usize],
+    pads: &[usize],
+) -> Axis {
+    Axis {
+        input: xd[1 + i],
+        output: yd[1 + i],
+        kernel: kernel[i],
+        stride: strides[i],
+        dilation: dilations[i],
+        pad_begin: pads[i],
+        pad_end: pads[2 + i],
     }
 }
