@@ -499,3 +499,51 @@ pub fn check_mode(case: &Case, weights: WeightsMode) {
         }
     }
 }
+
+/// A C driver that runs the model serially and then as 2, 3 and 5 parts through
+/// `parallel_for_src`, C source (after the model's header) that defines
+/// `static void parallel_for(void *user, uint32_t count, kiln_task_fn task, void *ctx)`, and fails
+/// unless every run wrote the same bytes.
+pub fn split_driver(g: &kiln_ir::Graph, parallel_for_src: &str) -> String {
+    let mut c = String::from(DRIVER_PRELUDE);
+    c.push_str("#include <pthread.h>\n#include \"m.h\"\n");
+    c.push_str(parallel_for_src);
+    c.push_str("int main(void) {\n    m_inputs in; m_outputs out;\n    (void)save;\n");
+    c.push_str("    void **ip = (void **)&in, **op = (void **)&out;\n");
+    for (i, &id) in g.inputs.iter().enumerate() {
+        let n = g
+            .ty(kiln_ir::Value { node: id, slot: 0 })
+            .byte_size()
+            .unwrap();
+        c.push_str(&format!("    ip[{i}] = load(\"m_in{i}.bin\", {n});\n"));
+    }
+    let sizes: Vec<usize> = g
+        .outputs
+        .iter()
+        .map(|(_, v)| g.ty(*v).byte_size().unwrap())
+        .collect();
+    c.push_str("    void *arena = aligned_alloc(64, m_ARENA_SIZE);\n");
+    for (i, n) in sizes.iter().enumerate() {
+        let r = n.div_ceil(64).max(1) * 64;
+        c.push_str(&format!(
+            "    void *ref{i} = aligned_alloc(64, {r}); op[{i}] = ref{i};\n"
+        ));
+    }
+    c.push_str("    if (m_run(&in, &out, arena)) return 1;\n");
+    c.push_str("    uint32_t parts[3] = {2, 3, 5};\n    for (int t = 0; t < 3; t++) {\n");
+    c.push_str("        kiln_parallel par = { parallel_for, NULL, parts[t] };\n");
+    for (i, n) in sizes.iter().enumerate() {
+        let r = n.div_ceil(64).max(1) * 64;
+        c.push_str(&format!(
+            "        op[{i}] = aligned_alloc(64, {r}); memset(op[{i}], 0x7f, {r});\n"
+        ));
+    }
+    c.push_str("        if (m_run_parallel(&in, &out, arena, &par)) return 2;\n");
+    for (i, n) in sizes.iter().enumerate() {
+        c.push_str(&format!(
+            "        if (memcmp(op[{i}], ref{i}, {n})) {{ fprintf(stderr, \"output {i} differs with %u parts\\n\", parts[t]); return 3; }}\n"
+        ));
+    }
+    c.push_str("    }\n    return 0;\n}\n");
+    c
+}
