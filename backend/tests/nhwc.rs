@@ -492,48 +492,6 @@ fn split_model() -> Case {
     c
 }
 
-/// A driver that runs the model serially, then through `parallel_for` (parts run last first)
-/// with 2 to 9 parts, and fails unless every run wrote the serial bytes.
-fn parallel_driver(c: &Case) -> String {
-    let mut main = String::from(DRIVER_PRELUDE);
-    main.push_str("#include \"m.h\"\n");
-    main.push_str(
-        "static void reversed(void *user, uint32_t count, kiln_task_fn task, void *ctx) {\n\
-         \x20   (void)user; for (uint32_t i = count; i-- > 0;) task(ctx, i);\n}\n",
-    );
-    let frag = driver_fragment("m", &c.g, false);
-    let setup: String = frag
-        .lines()
-        .take_while(|l| !l.contains("int rc"))
-        .skip(1)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let nout = c.g.outputs.len();
-    let sizes: Vec<String> =
-        c.g.outputs
-            .iter()
-            .map(|(_, v)| c.g.ty(*v).byte_size().unwrap().to_string())
-            .collect();
-    main.push_str(&format!(
-        "int main(void) {{\n    (void)save;\n{setup}\
-         \x20   static const size_t size[{nout}] = {{{}}};\n\
-         \x20   void *want[{nout}];\n\
-         \x20   if (m_run(&in, &out, arena)) return 10;\n\
-         \x20   for (int i = 0; i < {nout}; i++) {{ want[i] = malloc(size[i]); memcpy(want[i], op[i], size[i]); }}\n\
-         \x20   for (uint32_t t = 2; t <= 9; t++) {{\n\
-         \x20       kiln_parallel par = {{ reversed, NULL, t }};\n\
-         \x20       for (int i = 0; i < {nout}; i++) memset(op[i], 0x7f, size[i]);\n\
-         \x20       memset(arena, 0x7f, m_ARENA_SIZE);\n\
-         \x20       if (m_run_parallel(&in, &out, arena, &par)) return 11;\n\
-         \x20       for (int i = 0; i < {nout}; i++)\n\
-         \x20           if (memcmp(want[i], op[i], size[i])) {{ fprintf(stderr, \"output %d differs with %u parts\\n\", i, t); return 12; }}\n\
-         \x20   }}\n\
-         \x20   return 0;\n}}\n",
-        sizes.join(", ")
-    ));
-    main
-}
-
 #[test]
 fn parallel_parts_are_bitwise_serial() {
     let c = split_model();
