@@ -240,7 +240,23 @@ fn shapes() -> Vec<Shape> {
         s(1, 64, 64, 30, 30, [1, 1, 1, 1], true, Post::Relu),
         // A small final feature map.
         s(1, 40, 36, 7, 7, [1, 1, 1, 1], false, Post::None),
+        // One block with many output channels: cut into pieces for the parts (x86: four of 36
+        // channels, the last 20, a partial row tile; aarch64: four of 32).
+        one_block_many_channels(),
     ]
+}
+
+fn one_block_many_channels() -> Shape {
+    Shape {
+        n: 1,
+        c: 32,
+        m: 128,
+        h: 7,
+        w: 7,
+        pads: [1, 1, 1, 1],
+        bias: true,
+        post: Post::Relu,
+    }
 }
 
 #[test]
@@ -269,8 +285,10 @@ const THREADED: &str = "struct job { kiln_task_fn task; void *ctx; uint32_t i; }
 #[test]
 fn split_parts_are_bitwise_serial() {
     // Two images of 15 x 15 tiles (F(2)) or 8 x 8 (F(4)) in blocks of 64 and 32: 4 and 2 blocks
-    // per image, shared unevenly among 2, 3 and 5 parts.
-    let s = Shape {
+    // per image (F(4)'s output channels cut in two pieces), shared unevenly among 2, 3 and 5
+    // parts; and one block whose output channels are cut in four pieces, more parts (5) than
+    // units.
+    let many_blocks = Shape {
         n: 2,
         c: 64,
         m: 64,
@@ -280,9 +298,14 @@ fn split_parts_are_bitwise_serial() {
         bias: true,
         post: Post::Relu,
     };
-    for m in ["2", "4"] {
+    for (m, s) in [
+        ("2", many_blocks),
+        ("4", many_blocks),
+        ("2", one_block_many_channels()),
+        ("4", one_block_many_channels()),
+    ] {
         with_tile(m, |wm| {
-            let (c, _, _) = case(&format!("split{m}"), &s);
+            let (c, _, _) = case(&format!("split{m}_{}", s.m), &s);
             for (arch, opts, _) in builds(wm) {
                 if let Err(why) = arch.toolchain() {
                     println!("skipping {arch:?}: {why}");

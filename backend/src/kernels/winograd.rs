@@ -26,19 +26,24 @@
 //!   outputs the same way when their tiles are inside the output; other groups (borders, groups
 //!   that wrap to the next tile row, tiles past the last) go lane by lane with masked loads and
 //!   stores.
-//! - Work is shared in chunks of consecutive blocks (at most `MAX_SLOTS` chunks); each chunk has
-//!   its own scratch slot, used when the kernel runs as several parts at once (a serial run
-//!   reuses the first). Every output element's arithmetic is the same whichever part computes
-//!   its block (the block boundaries do not depend on the parts, and the product computes each
-//!   column the same way however the columns are cut), so any number of parts gives bitwise the
-//!   serial result.
+//! - Work is shared in units of one block and one piece of the output channels: a layer with
+//!   few blocks (the late, small feature maps) cuts its output channels into `split` pieces of
+//!   whole row tiles so that two or four parts still get even shares. A part transforms the
+//!   input of each block it has a piece of (parts sharing a block each transform it: the
+//!   transform is a few adds per element against the products' `2 M` flops), then runs the
+//!   products and the output transform of its pieces only. Each part running at the same time
+//!   has its own scratch slot (a serial run uses the first); with more parts than slots, the
+//!   extra parts have no work. Every output element's arithmetic is the same whichever part
+//!   computes it (blocks and pieces are fixed at compile time, and the product computes each
+//!   row and column the same way however they are cut), so any number of parts gives bitwise
+//!   the serial result.
 
 use super::conv::ConvSpec;
 use super::elementwise::unary_float;
 use super::gemm::{product, EpilogueConsts, Lhs, Mat, Product, Rhs, Tiling};
 use crate::builder::{Kb, Ptr};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, F32X4, I8, I8X16};
+use cranelift_codegen::ir::types::{F32, F32X4, I8X16};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 
 /// The Winograd plan of one convolution.
@@ -48,14 +53,28 @@ pub(crate) struct Winograd {
     pub m: usize,
     /// Tiles per block (a multiple of the tiling's `nr`).
     pub nb: usize,
-    /// Chunks of blocks, the units of work sharing, each with its own scratch slot (parts run
-    /// at the same time need their own V and M): at most [`MAX_SLOTS`], so the kernel runs as
-    /// at most that many parts in parallel.
+    /// Pieces the output channels are cut into per block (1: not cut).
+    pub split: usize,
+    /// Output channels per piece, a whole number of row tiles; the last piece has the rest
+    /// (all of them when not cut).
+    pub piece: usize,
+    /// Scratch slots, one per part running at the same time (parts run at once need their own
+    /// V and M): at most [`MAX_SLOTS`], and no more than the units of work.
     pub slots: usize,
 }
 
-/// Most chunks of blocks (and scratch slots) of one convolution.
+/// Most scratch slots of one convolution, so the most parts it runs as at once.
 const MAX_SLOTS: usize = 8;
+
+/// Most pieces the output channels of a block are cut into.
+const MAX_SPLIT: usize = 8;
+
+/// Fewest row tiles in a piece of the output channels.
+const MIN_PIECE_TILES: usize = 4;
+
+/// Parts counts the work sharing is balanced for (a serial run, and the 2 and 4 cores of
+/// typical edge boards).
+const BALANCED_PARTS: [usize; 3] = [1, 2, 4];
 
 /// Most bytes of scratch slots beyond the first.
 const EXTRA_SLOT_BYTES: usize = 8 << 20;
@@ -188,13 +207,25 @@ impl Winograd {
             .clamp(32, MAX_BLOCK_TILES)
             .min(cols(m));
         let nb = (nb / t.nr).max(1) * t.nr;
-        let mut wg = Winograd { m, nb, slots: 1 };
         let nblocks = (tiles(s, m).0 * tiles(s, m).1).div_ceil(nb);
-        wg.slots = nblocks
+        let (split, piece) = split_channels(nblocks, s.m, t.mr);
+        let mut wg = Winograd {
+            m,
+            nb,
+            split,
+            piece,
+            slots: 1,
+        };
+        wg.slots = (nblocks * split)
             .min(MAX_SLOTS)
             .min(1 + EXTRA_SLOT_BYTES / wg.slot_bytes(s))
             .max(1);
         Some(wg)
+    }
+
+    /// Output channels of the last piece.
+    fn last_piece(&self, s: &ConvSpec) -> usize {
+        s.m - (self.split - 1) * self.piece
     }
 
     /// Points of the transform, `(m + 2)^2`.
@@ -245,10 +276,45 @@ impl Winograd {
         4 * self.points() * self.nb * (s.c + s.m) + 64
     }
 
-    /// Bytes of scratch: a slot per chunk of blocks.
+    /// Bytes of scratch: a slot per part run at the same time.
     pub(crate) fn scratch_bytes(&self, s: &ConvSpec) -> usize {
         self.slots * self.slot_bytes(s)
     }
+}
+
+/// How to cut `m` output channels (row tiles of `mr`) for `nblocks` blocks: `(split, piece)`,
+/// pieces of `piece` channels and a last one of the rest.
+///
+/// Cutting lets parts share a layer with few blocks (the 7x7 and 14x14 maps of an image
+/// classifier are one block each). The cut chosen spreads the units most evenly over
+/// [`BALANCED_PARTS`] parts (the mean of each count's slowest share against an even one); ties
+/// go to fewer pieces. A piece has at least [`MIN_PIECE_TILES`] row tiles.
+fn split_channels(nblocks: usize, m: usize, mr: usize) -> (usize, usize) {
+    let panels = m.div_ceil(mr);
+    let mut best = (1, m);
+    let mut best_cost = f64::INFINITY;
+    for split in 1..=MAX_SPLIT {
+        let per = panels.div_ceil(split);
+        if split > 1 && (per < MIN_PIECE_TILES || per * (split - 1) >= panels) {
+            // Pieces too small, or the last one would be empty.
+            continue;
+        }
+        let units = nblocks * split;
+        let cost = BALANCED_PARTS
+            .iter()
+            .map(|&p| (units.div_ceil(p) * p) as f64 / units as f64)
+            .sum::<f64>()
+            / BALANCED_PARTS.len() as f64;
+        if cost < best_cost - 1e-9 {
+            best_cost = cost;
+            best = if split == 1 {
+                (1, m)
+            } else {
+                (split, per * mr)
+            };
+        }
+    }
+    best
 }
 
 /// Tile rows and columns of the output.
@@ -305,67 +371,95 @@ pub(crate) fn winograd_kernel(
     let v_point = (s.c * nb * 4) as i64;
     let u_point = (wg.u_floats(s, t) * 4) as i64;
     let consts = EpilogueConsts::default();
-    // Parts share chunks of blocks; each chunk has its own scratch slot when the kernel runs
-    // as several parts (a serial run reuses the first, which is still in cache).
-    let (c0, c1) = kb.share(wg.slots);
-    let many = match kb.part {
-        Some((_, parts)) => kb.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, parts, 1),
-        None => kb.b.ins().iconst(I8, 0),
+    // Units of work: block `bi`'s output-channel piece `r` is unit `bi * split + r`. A part
+    // takes a range of units and the scratch slot of its index; parts past the slots take none.
+    let split = wg.split;
+    let units = (nblocks * split) as i64;
+    let (u0, u1, slot) = match kb.part {
+        None => {
+            let lo = kb.iconst(0);
+            let hi = kb.iconst(units);
+            (lo, hi, lo)
+        }
+        Some((p, parts)) => {
+            let cap = kb.iconst(wg.slots as i64);
+            let fewer = kb.b.ins().icmp(IntCC::SignedLessThan, parts, cap);
+            let active = kb.b.ins().select(fewer, parts, cap);
+            let busy = kb.b.ins().icmp(IntCC::SignedLessThan, p, active);
+            let zero = kb.iconst(0);
+            let lo = kb.b.ins().imul_imm_s(p, units);
+            let lo = kb.b.ins().udiv(lo, active);
+            let p1 = kb.b.ins().iadd_imm_s(p, 1);
+            let hi = kb.b.ins().imul_imm_s(p1, units);
+            let hi = kb.b.ins().udiv(hi, active);
+            let lo = kb.b.ins().select(busy, lo, zero);
+            let hi = kb.b.ins().select(busy, hi, zero);
+            let slot = kb.b.ins().select(busy, p, zero);
+            (lo, hi, slot)
+        }
     };
+    let vbuf = kb.index(scratch, slot, wg.slot_bytes(s) as i64);
+    let mbuf = kb.offset(vbuf, v_point * a2 as i64);
+    let dummy = kb.offset(mbuf, (a2 * s.m * nb * 4) as i64);
+    let m_row = (a2 * nb * 4) as i64;
     kb.for_n(s.n, |kb, n| {
         let xn = kb.index(x, n, (s.c * h * wd * 4) as i64);
         let yn = kb.index(y, n, (s.m * oh * ow * 4) as i64);
-        kb.for_dyn(c0, c1, |kb, chunk| {
+        // The blocks the units [u0, u1) touch.
+        let lo = kb.b.ins().udiv_imm_u(u0, split as i64);
+        let hi = kb.b.ins().iadd_imm_s(u1, split as i64 - 1);
+        let hi = kb.b.ins().udiv_imm_u(hi, split as i64);
+        kb.for_dyn(lo, hi, |kb, bi| {
+            let tile0 = kb.b.ins().imul_imm_s(bi, nb as i64);
+            // Tiles in this block: min(nb, tiles - tile0).
+            let total = kb.iconst(cx.tiles as i64);
+            let left = kb.b.ins().isub(total, tile0);
+            let full = kb.iconst(nb as i64);
+            let lt = kb.b.ins().icmp(IntCC::SignedLessThan, left, full);
+            let count = kb.b.ins().select(lt, left, full);
+            let panels = kb.b.ins().iadd_imm_s(count, t.nr as i64 - 1);
+            let panels = kb.b.ins().udiv_imm_u(panels, t.nr as i64);
+            // Input transform: every group of four tiles of the computed panels (tiles past the
+            // last are zero columns).
+            let groups = kb.b.ins().imul_imm_s(panels, (t.nr / 4) as i64);
             let zero = kb.iconst(0);
-            let slot = kb.b.ins().select(many, chunk, zero);
-            let vbuf = kb.index(scratch, slot, wg.slot_bytes(s) as i64);
-            let mbuf = kb.offset(vbuf, v_point * a2 as i64);
-            let dummy = kb.offset(mbuf, (a2 * s.m * nb * 4) as i64);
-            // Blocks [chunk * nblocks / slots, (chunk + 1) * nblocks / slots).
-            let lo = kb.b.ins().imul_imm_s(chunk, nblocks as i64);
-            let lo = kb.b.ins().udiv_imm_u(lo, wg.slots as i64);
-            let hi = kb.b.ins().iadd_imm_s(chunk, 1);
-            let hi = kb.b.ins().imul_imm_s(hi, nblocks as i64);
-            let hi = kb.b.ins().udiv_imm_u(hi, wg.slots as i64);
-            kb.for_dyn(lo, hi, |kb, bi| {
-                let tile0 = kb.b.ins().imul_imm_s(bi, nb as i64);
-                // Tiles in this block: min(nb, tiles - tile0).
-                let total = kb.iconst(cx.tiles as i64);
-                let left = kb.b.ins().isub(total, tile0);
-                let full = kb.iconst(nb as i64);
-                let lt = kb.b.ins().icmp(IntCC::SignedLessThan, left, full);
-                let count = kb.b.ins().select(lt, left, full);
-                let panels = kb.b.ins().iadd_imm_s(count, t.nr as i64 - 1);
-                let panels = kb.b.ins().udiv_imm_u(panels, t.nr as i64);
-                // Input transform: every group of four tiles of the computed panels (tiles past the
-                // last are zero columns).
-                let groups = kb.b.ins().imul_imm_s(panels, (t.nr / 4) as i64);
-                let zero = kb.iconst(0);
-                kb.for_dyn(zero, groups, |kb, g| {
-                    let per = (t.nr / 4) as i64;
-                    let p = kb.b.ins().udiv_imm_u(g, per);
-                    let q = kb.b.ins().urem_imm_u(g, per);
-                    let dst = kb.index(vbuf, p, (s.c * t.nr * 4) as i64);
-                    let dst = kb.index(dst, q, 16);
-                    let t0 = kb.b.ins().imul_imm_s(g, 4);
-                    let t0 = kb.b.ins().iadd(tile0, t0);
-                    input_group(kb, &cx, &consts, xn, dst, t0, v_point);
-                });
-                // One product per transform point.
-                kb.for_n(a2, |kb, xi| {
-                    let u = kb.index(w, xi, u_point);
-                    let v = kb.index(vbuf, xi, v_point);
-                    let mp = kb.index(mbuf, xi, (nb * 4) as i64);
+            kb.for_dyn(zero, groups, |kb, g| {
+                let per = (t.nr / 4) as i64;
+                let p = kb.b.ins().udiv_imm_u(g, per);
+                let q = kb.b.ins().urem_imm_u(g, per);
+                let dst = kb.index(vbuf, p, (s.c * t.nr * 4) as i64);
+                let dst = kb.index(dst, q, 16);
+                let t0 = kb.b.ins().imul_imm_s(g, 4);
+                let t0 = kb.b.ins().iadd(tile0, t0);
+                input_group(kb, &cx, &consts, xn, dst, t0, v_point);
+            });
+            // This part's pieces of the block: [r0, r1).
+            let base = kb.b.ins().imul_imm_s(bi, split as i64);
+            let r0 = kb.b.ins().isub(u0, base);
+            let zero = kb.iconst(0);
+            let neg = kb.b.ins().icmp(IntCC::SignedLessThan, r0, zero);
+            let r0 = kb.b.ins().select(neg, zero, r0);
+            let r1 = kb.b.ins().isub(u1, base);
+            let all = kb.iconst(split as i64);
+            let past = kb.b.ins().icmp(IntCC::SignedGreaterThan, r1, all);
+            let r1 = kb.b.ins().select(past, all, r1);
+            // One product per transform point and piece.
+            kb.for_n(a2, |kb, xi| {
+                let u = kb.index(w, xi, u_point);
+                let v = kb.index(vbuf, xi, v_point);
+                let mp = kb.index(mbuf, xi, (nb * 4) as i64);
+                // Whole pieces in [r0, min(r1, split - 1)), then the last if it is ours.
+                let piece = |kb: &mut Kb, r: Value, rows: usize| {
                     let spec = Product {
-                        m: s.m,
+                        m: rows,
                         n: nb,
                         k: s.c,
                         alpha: 1.0,
-                        a: Lhs::Panels(u),
+                        a: Lhs::Panels(kb.index(u, r, (wg.piece * s.c * 4) as i64)),
                         b: Rhs::Panels(v),
                         y: Mat {
-                            p: mp,
-                            rs: (a2 * nb * 4) as i64,
+                            p: kb.index(mp, r, wg.piece as i64 * m_row),
+                            rs: m_row,
                             cs: 4,
                         },
                         add: None,
@@ -373,27 +467,46 @@ pub(crate) fn winograd_kernel(
                     };
                     let zero = kb.iconst(0);
                     product(kb, &spec, t, zero, panels, &mut |_, _, _| {});
+                };
+                if split > 1 {
+                    let whole = kb.iconst(split as i64 - 1);
+                    let lt = kb.b.ins().icmp(IntCC::SignedLessThan, r1, whole);
+                    let end = kb.b.ins().select(lt, r1, whole);
+                    kb.for_dyn(r0, end, |kb, r| piece(kb, r, wg.piece));
+                }
+                let all = kb.iconst(split as i64);
+                let ends = kb.b.ins().icmp(IntCC::Equal, r1, all);
+                let some = kb.b.ins().icmp(IntCC::SignedLessThan, r0, r1);
+                let ours = kb.b.ins().band(ends, some);
+                kb.if_then(ours, |kb| {
+                    let r = kb.iconst(split as i64 - 1);
+                    piece(kb, r, wg.last_piece(s))
                 });
-                // Output transform, one output channel at a time.
-                let ogroups = kb.b.ins().iadd_imm_s(count, 3);
-                let ogroups = kb.b.ins().ushr_imm_s(ogroups, 2);
-                kb.for_n(s.m, |kb, mo| {
-                    let bv = bias.map(|bp| {
-                        let bp = kb.index(bp, mo, 4);
-                        // A plain load: a `can_move` one would be hoisted into a register held
-                        // through the products.
-                        let bp = Ptr { v: bp.v, ro: false };
-                        kb.load(F32, bp, 0)
-                    });
-                    let src = kb.index(mbuf, mo, (a2 * nb * 4) as i64);
-                    let yc = kb.index(yn, mo, (oh * ow * 4) as i64);
-                    let zero = kb.iconst(0);
-                    kb.for_dyn(zero, ogroups, |kb, g| {
-                        let sg = kb.index(src, g, 16);
-                        let t0 = kb.b.ins().imul_imm_s(g, 4);
-                        let t0 = kb.b.ins().iadd(tile0, t0);
-                        output_group(kb, &cx, &consts, sg, bv, yc, dummy, t0);
-                    });
+            });
+            // Output transform of the pieces' channels, one at a time.
+            let ogroups = kb.b.ins().iadd_imm_s(count, 3);
+            let ogroups = kb.b.ins().ushr_imm_s(ogroups, 2);
+            let mlo = kb.b.ins().imul_imm_s(r0, wg.piece as i64);
+            let mhi = kb.b.ins().imul_imm_s(r1, wg.piece as i64);
+            let mm = kb.iconst(s.m as i64);
+            let past = kb.b.ins().icmp(IntCC::SignedGreaterThan, mhi, mm);
+            let mhi = kb.b.ins().select(past, mm, mhi);
+            kb.for_dyn(mlo, mhi, |kb, mo| {
+                let bv = bias.map(|bp| {
+                    let bp = kb.index(bp, mo, 4);
+                    // A plain load: a `can_move` one would be hoisted into a register held
+                    // through the products.
+                    let bp = Ptr { v: bp.v, ro: false };
+                    kb.load(F32, bp, 0)
+                });
+                let src = kb.index(mbuf, mo, m_row);
+                let yc = kb.index(yn, mo, (oh * ow * 4) as i64);
+                let zero = kb.iconst(0);
+                kb.for_dyn(zero, ogroups, |kb, g| {
+                    let sg = kb.index(src, g, 16);
+                    let t0 = kb.b.ins().imul_imm_s(g, 4);
+                    let t0 = kb.b.ins().iadd(tile0, t0);
+                    output_group(kb, &cx, &consts, sg, bv, yc, dummy, t0);
                 });
             });
         });
@@ -789,6 +902,24 @@ mod tests {
                 assert!((y - want).abs() < 1e-12, "m {m} y[{i}] = {y}, want {want}");
             }
         }
+    }
+
+    #[test]
+    fn output_channels_are_cut_for_layers_of_few_blocks() {
+        // One block, 512 channels in 86 row tiles of 6: 2 pieces leave 4 parts uneven (mean
+        // slowest share (1 + 1 + 2) / 3), 3 pieces (1 + 4/3 + 4/3) / 3; 4 pieces of 22 tiles
+        // (132 channels, the last 116) are even for 1, 2 and 4 parts. 8 ties and loses.
+        assert_eq!(split_channels(1, 512, 6), (4, 132));
+        // aarch64's 8-row tiles: 64 tiles, 4 pieces of 16.
+        assert_eq!(split_channels(1, 512, 8), (4, 128));
+        // Two blocks of 128 channels (22 tiles): 2 pieces of 11 tiles give 4 even units.
+        assert_eq!(split_channels(2, 128, 6), (2, 66));
+        // Seven blocks of 64 channels (11 tiles): 7 units share as 8/7 on 2 and 4 parts
+        // (mean 1.095); 14 units as 1 and 16/14 (1.048); 21 as 22/21 and 24/21 (1.063).
+        assert_eq!(split_channels(7, 64, 6), (2, 36));
+        // Eight blocks already share evenly; 16 channels (3 tiles) cannot make 4-tile pieces.
+        assert_eq!(split_channels(8, 256, 6), (1, 256));
+        assert_eq!(split_channels(1, 16, 6), (1, 16));
     }
 
     #[test]
