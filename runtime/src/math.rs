@@ -321,19 +321,37 @@ impl<'a, 'b> Em<'a, 'b> {
         }
         acc
     }
-    /// `fmin`/`fmax` propagate NaN in Cranelift (both operands are checked), which the clamps
-    /// below rely on.
+    /// `x` clamped to `[lo, hi]`; NaN stays NaN.
+    ///
+    /// Scalars use `fmin`/`fmax`, which propagate NaN in Cranelift (both operands are checked).
+    /// Vectors use compare-and-select with `x` second (`hi < x ? hi : x`, then
+    /// `y < lo ? lo : y`): a NaN fails both compares and passes through, and x86 lowers each to
+    /// one `minps`/`maxps` where its `fmin`/`fmax` take eight instructions to order NaNs and
+    /// signed zeros (which a clamp to non-zero bounds does not need).
     fn clamp(&mut self, x: Value, lo: f32, hi: f32) -> Value {
         let hi = self.f(hi);
         let lo = self.f(lo);
-        let x = self.b.ins().fmin(x, hi);
-        self.b.ins().fmax(x, lo)
+        if self.vector() {
+            let above = self.b.ins().fcmp(FloatCC::LessThan, hi, x);
+            let y = self.sel(above, hi, x);
+            let below = self.b.ins().fcmp(FloatCC::LessThan, y, lo);
+            self.sel(below, lo, y)
+        } else {
+            let x = self.b.ins().fmin(x, hi);
+            self.b.ins().fmax(x, lo)
+        }
     }
-    /// Nearest integer (as a float) for `|t| < 2^22`.
-    fn round(&mut self, t: Value) -> Value {
+    /// Nearest integer to `t` for `|t| < 2^22`, as a float and as an integer. `t + 1.5 * 2^23`
+    /// lies in `[2^23, 2^24)`, where the float spacing is 1: its mantissa bits count the units
+    /// above `1.5 * 2^23`, so the integer is the difference of the bit patterns (one integer
+    /// subtract instead of a saturating conversion).
+    fn round_int(&mut self, t: Value) -> (Value, Value) {
         let m = self.f(ROUND_MAGIC);
         let s = self.add(t, m);
-        self.sub(s, m)
+        let nf = self.sub(s, m);
+        let sb = self.bits_of(s);
+        let mb = self.i(i64::from(ROUND_MAGIC.to_bits()));
+        (nf, self.b.ins().isub(sb, mb))
     }
 
     // -- bits and conversions -------------------------------------------------------------
@@ -412,8 +430,7 @@ impl<'a, 'b> Em<'a, 'b> {
         // so the two-step scaling below cannot wrap the exponent field.
         let x = self.clamp(x, -104.0, 89.0);
         let t = self.mulk(x, LOG2E);
-        let nf = self.round(t);
-        let n = self.trunc_int(nf);
+        let (nf, n) = self.round_int(t);
         // r = x - n ln2, exact first step (see LN2_HI).
         let hi = self.mulk(nf, LN2_HI);
         let r = self.sub(x, hi);
