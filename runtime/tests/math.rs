@@ -283,6 +283,37 @@ fn exp_special_values() {
 }
 
 #[test]
+fn exp_small_is_exp_up_to_43() {
+    // The one-step scaling must give exp's bits wherever it is used (x <= 43), subnormal and
+    // underflowing results included, and be as accurate against f64.
+    let mut xs = sweep(-110.0, 43.0, 400_000);
+    xs.extend(sweep(-1.0, 0.0, 50_000));
+    xs.extend([
+        0.0,
+        -0.0,
+        43.0,
+        -87.33655,
+        -103.972,
+        -104.0,
+        -1e10,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ]);
+    let mut rng = Rng(7);
+    xs.extend((0..200_000).map(|_| rng.bits()).filter(|x| !(*x > 43.0)));
+    let small = eval1(Fun::ExpSmall, &xs);
+    let full = eval1(Fun::Exp, &xs);
+    for ((&x, s), f) in xs.iter().zip(&small).zip(&full) {
+        assert!(
+            s.to_bits() == f.to_bits() || (s.is_nan() && f.is_nan()),
+            "exp_small({x:e}) = {s:e}, exp = {f:e}"
+        );
+    }
+    let (e, at) = worst_ulps(Fun::ExpSmall, &xs, f64::exp);
+    assert!(e <= 2, "exp_small: {e} ulp at {at:e}");
+}
+
+#[test]
 fn log_is_accurate_over_the_whole_range() {
     // Every 997th positive float from the smallest subnormal to f32::MAX, plus a dense walk
     // around 1 where the result is small and relative accuracy is hardest.

@@ -436,7 +436,7 @@ fn attention_core(kb: &mut Kb, s: &AttnSpec, o: &Operands, scale: f32) {
                     let t = kb.load(F32, sp, 0);
                     let dd = kb.b.ins().fsub(t, m);
                     let dd = round_to(kb, narrow_softmax, dd);
-                    let e = kb.exp(dd);
+                    let e = kb.exp_small(dd);
                     let e = round_to(kb, narrow_softmax, e);
                     kb.store(e, sp, 0);
                     let cur = kb.get(sum);

@@ -130,7 +130,7 @@ fn softmax_row(kb: &mut Kb, x: Ptr, y: Ptr, n: usize, log: bool) {
             let xp = kb.at(x, off);
             let v = kb.load(F32X4, xp, 0);
             let d = kb.b.ins().fsub(v, mv);
-            let e = kb.exp(d);
+            let e = kb.exp_small(d);
             if !log {
                 let yp = kb.at(y, off);
                 kb.store(e, yp, 0);
@@ -145,7 +145,7 @@ fn softmax_row(kb: &mut Kb, x: Ptr, y: Ptr, n: usize, log: bool) {
     for i in main..n {
         let v = kb.load(F32, x, (i * 4) as i32);
         let d = kb.b.ins().fsub(v, m);
-        let e = kb.exp(d);
+        let e = kb.exp_small(d);
         if !log {
             kb.store(e, y, (i * 4) as i32);
         }
@@ -186,7 +186,7 @@ fn softmax_cols(kb: &mut Kb, ty: Type, x: Ptr, y: Ptr, axis: usize, inner: usize
         let p = kb.index(x, a, stride);
         let v = kb.load(ty, p, 0);
         let d = kb.b.ins().fsub(v, m);
-        let e = kb.exp(d);
+        let e = kb.exp_small(d);
         if !log {
             let q = kb.index(y, a, stride);
             kb.store(e, q, 0);

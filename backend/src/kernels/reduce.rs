@@ -168,7 +168,7 @@ impl Num {
             ReduceKind::LogSumExp => match shift {
                 Some(m) => {
                     let d = kb.b.ins().fsub(x, m);
-                    f32_math(kb, d, |kb, v| kb.exp(v))
+                    f32_math(kb, d, |kb, v| kb.exp_small(v))
                 }
                 None => x,
             },

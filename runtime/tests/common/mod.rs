@@ -13,6 +13,8 @@ use kiln_runtime::math::{self, MathOpts};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fun {
     Exp,
+    /// `exp` for arguments up to 43.
+    ExpSmall,
     Log,
     Tanh,
     Sigmoid,
@@ -20,8 +22,9 @@ pub enum Fun {
     Pow,
 }
 
-pub const ALL: [Fun; 6] = [
+pub const ALL: [Fun; 7] = [
     Fun::Exp,
+    Fun::ExpSmall,
     Fun::Log,
     Fun::Tanh,
     Fun::Sigmoid,
@@ -33,6 +36,7 @@ impl Fun {
     pub fn name(self) -> &'static str {
         match self {
             Fun::Exp => "exp",
+            Fun::ExpSmall => "exp_small",
             Fun::Log => "log",
             Fun::Tanh => "tanh",
             Fun::Sigmoid => "sigmoid",
@@ -70,6 +74,7 @@ pub fn define<M: Module>(
         let y = b.ins().load(ty, flags, p[1], 0);
         let r: Value = match fun {
             Fun::Exp => math::exp_with(&mut b, x, opts),
+            Fun::ExpSmall => math::exp_small_with(&mut b, x, opts),
             Fun::Log => math::log_with(&mut b, x, opts),
             Fun::Tanh => math::tanh_with(&mut b, x, opts),
             Fun::Sigmoid => math::sigmoid_with(&mut b, x, opts),
