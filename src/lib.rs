@@ -273,7 +273,12 @@ impl Compiler {
     pub fn optimized_graph(&self) -> Result<(Graph, kiln_passes::PipelineReport)> {
         let model = kiln_frontend::import_file(&self.model, &self.import)?;
         let mut graph = model.graph;
-        let passes = kiln_passes::pipeline_with(&self.pipeline);
+        // The layout rule weighs Winograd only if the backend will use it.
+        let options = PipelineOptions {
+            winograd: self.pipeline.winograd && self.winograd != Winograd::Off,
+            ..self.pipeline
+        };
+        let passes = kiln_passes::pipeline_with(&options);
         let report = self.driver.run(&mut graph, &passes)?;
         Ok((graph, report))
     }

@@ -47,6 +47,9 @@ enum Cmd {
         after: Option<String>,
         #[command(flatten)]
         passes: PassArgs,
+        /// The `--winograd` the graph is for (the `auto` layout weighs it).
+        #[command(flatten)]
+        codegen: CodegenArgs,
         /// Print every constant in full (the parser needs this).
         #[arg(long)]
         full_consts: bool,
@@ -314,6 +317,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             import,
             after,
             passes,
+            codegen,
             full_consts,
             fuel,
             timings,
@@ -329,6 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let compiler = import
                 .compiler(&model)?
                 .layout(passes.layout)
+                .winograd(codegen.winograd)
                 .driver(driver.clone());
             let (graph, report) = compiler.optimized_graph()?;
             if timings {

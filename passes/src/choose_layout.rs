@@ -105,10 +105,24 @@ impl FromStr for LayoutPolicy {
 
 /// Switches the conv regions of the graph to channels-last when the policy says so (see the module
 /// docs). Every value keeps its type: the graph's inputs and outputs stay channels-first.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct ChooseLayout {
     /// Which layout to choose.
     pub policy: LayoutPolicy,
+    /// Whether the backend computes dense 3x3 stride-1 convs by Winograd (which it has only
+    /// channels-first): true unless the user turned Winograd off (`--winograd off`). The
+    /// [`LayoutPolicy::Auto`] rule then weighs those convs as im2col GEMMs, which run faster
+    /// channels-last.
+    pub winograd: bool,
+}
+
+impl Default for ChooseLayout {
+    fn default() -> Self {
+        ChooseLayout {
+            policy: LayoutPolicy::default(),
+            winograd: true,
+        }
+    }
 }
 
 impl Pass for ChooseLayout {
@@ -120,7 +134,7 @@ impl Pass for ChooseLayout {
         let convert = match self.policy {
             LayoutPolicy::Nchw => false,
             LayoutPolicy::Nhwc => true,
-            LayoutPolicy::Auto => prefers_nhwc(g)?,
+            LayoutPolicy::Auto => prefers_nhwc(g, self.winograd)?,
         };
         if !convert {
             return Ok(false);
@@ -181,9 +195,17 @@ const TRANSPOSE_COST: f64 = 4.0;
 /// It weighs the time channels-last saves in the conv and pooling kernels (their multiply-adds by
 /// kind, [`work`], times the measured speedups [`NHWC_SPEEDUP`]) against the time of the transposes
 /// the rewrite would leave (counted on a trial rewrite of a copy of the graph, at
-/// [`TRANSPOSE_COST`] per element). The trial runs only when something is saved at all.
-fn prefers_nhwc(g: &Graph) -> Result<bool, PassError> {
-    let w = work(g);
+/// [`TRANSPOSE_COST`] per element). The trial runs only when something is saved at all. Without
+/// `winograd` (the backend's), the convs it would take count as other dense convs.
+///
+/// Measured with `--winograd off` (`kiln bench --cpu native`, p50, NCHW / NHWC): ResNet-18
+/// 88.1-88.6 / 83.2-84.7 ms, SqueezeNet 1.1 16.5-16.8 / 15.3-15.5 ms, YOLO-style 27.7-28.1 /
+/// 27.0-27.7 ms (its upsampling keeps transposes); the rule picks channels-last for all three.
+fn prefers_nhwc(g: &Graph, winograd: bool) -> Result<bool, PassError> {
+    let mut w = work(g);
+    if !winograd {
+        w.dense += std::mem::take(&mut w.winograd);
+    }
     let gain = |work: f64, speedup: f64| work * (1.0 - 1.0 / speedup);
     let saved = gain(w.pointwise, NHWC_SPEEDUP.pointwise)
         + gain(w.dense, NHWC_SPEEDUP.dense)

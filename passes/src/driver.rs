@@ -5,10 +5,22 @@ use kiln_ir::{print, verify, Graph, PrintOptions};
 use std::time::{Duration, Instant};
 
 /// The choices a pipeline leaves to its user. The default is what `kiln` does without flags.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PipelineOptions {
     /// Activation layout of the conv regions (`--layout`): see [`crate::ChooseLayout`].
     pub layout: LayoutPolicy,
+    /// Whether the backend will compute dense 3x3 stride-1 convs by Winograd (true unless
+    /// `--winograd off`), which the `auto` layout rule weighs: see [`crate::ChooseLayout`].
+    pub winograd: bool,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            layout: LayoutPolicy::default(),
+            winograd: true,
+        }
+    }
 }
 
 /// The default pipeline, in order: [`pipeline_with`] the default [`PipelineOptions`].
@@ -42,6 +54,7 @@ pub fn pipeline_with(opts: &PipelineOptions) -> Vec<Box<dyn Pass>> {
         // fuse-elementwise, so the elementwise ops it moves into the channels-last region still fuse.
         Box::new(crate::ChooseLayout {
             policy: opts.layout,
+            winograd: opts.winograd,
         }),
         // Last rewrite: what is left of the elementwise chains runs as one loop per chain.
         Box::new(crate::FuseElementwise),

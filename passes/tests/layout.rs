@@ -103,9 +103,12 @@ fn global_avg_pool() -> Op {
 
 /// Runs `choose-layout` with `policy`, verifying the result; returns whether it changed anything.
 fn choose(g: &mut Graph, policy: LayoutPolicy) -> bool {
-    let changed = ChooseLayout { policy }
-        .run(g, &mut Fuel::unlimited())
-        .unwrap();
+    let changed = ChooseLayout {
+        policy,
+        ..ChooseLayout::default()
+    }
+    .run(g, &mut Fuel::unlimited())
+    .unwrap();
     verify(g).unwrap_or_else(|e| panic!("{e}\n{}", text(g)));
     changed
 }
@@ -228,6 +231,7 @@ fn every_partial_rewrite_is_correct() {
         let mut fuel = Fuel::unlimited();
         ChooseLayout {
             policy: LayoutPolicy::Nhwc,
+            ..ChooseLayout::default()
         }
         .run(&mut full, &mut fuel)
         .unwrap();
@@ -238,6 +242,7 @@ fn every_partial_rewrite_is_correct() {
             let mut fuel = Fuel::limited(n);
             ChooseLayout {
                 policy: LayoutPolicy::Nhwc,
+                ..ChooseLayout::default()
             }
             .run(&mut g, &mut fuel)
             .unwrap();
@@ -596,6 +601,58 @@ fn an_activation_chain_before_a_conv_moves_past_a_kept_transpose() {
     same_results(&before, &g);
 }
 
+/// Two 3x3 convs of 64 channels on 56x56 after a 7x7 stem, as in ResNet-18's first stage.
+fn resnet_stage() -> Graph {
+    let mut g = Graph::new("resnet_stage");
+    let x = g.add_input("x", TensorType::new(DType::F32, &[1, 3, 56, 56]));
+    let s = conv_post(&mut g, "stem", x, 64, 7, 1);
+    let a = conv_post(&mut g, "a", s, 64, 3, 1);
+    let b = conv(&mut g, "b", a, 64, 3, 1);
+    let y = binary(&mut g, "skip", BinaryOp::Add, b, s);
+    let y = unary(&mut g, "relu", UnaryOp::Relu, y);
+    g.outputs.push(("y".into(), y));
+    g
+}
+
+#[test]
+fn auto_weighs_winograd_only_when_the_backend_uses_it() {
+    // With Winograd, the 3x3 convs run 2.5x faster channels-first (NHWC_SPEEDUP 0.4): stay NCHW.
+    // Without it they are im2col GEMMs, 1.07x faster channels-last: the stage switches.
+    let before = resnet_stage();
+    let mut g = before.clone();
+    let pass = ChooseLayout {
+        policy: LayoutPolicy::Auto,
+        winograd: true,
+    };
+    assert!(!pass.run(&mut g, &mut Fuel::unlimited()).unwrap());
+    assert_eq!(text(&g), text(&before));
+    let pass = ChooseLayout {
+        policy: LayoutPolicy::Auto,
+        winograd: false,
+    };
+    assert!(pass.run(&mut g, &mut Fuel::unlimited()).unwrap());
+    verify(&g).unwrap_or_else(|e| panic!("{e}\n{}", text(&g)));
+    assert_eq!(
+        text(&g).matches("layout=\"nhwc\"").count(),
+        3,
+        "{}",
+        text(&g)
+    );
+    // The pipeline passes its option through.
+    let opts = PipelineOptions {
+        winograd: false,
+        ..PipelineOptions::default()
+    };
+    let mut p = before.clone();
+    Driver::default()
+        .run(&mut p, &pipeline_with(&opts))
+        .unwrap();
+    assert!(text(&p).contains("layout=\"nhwc\""), "{}", text(&p));
+    let mut p = before.clone();
+    Driver::default().run(&mut p, &pipeline()).unwrap();
+    assert!(!text(&p).contains("layout=\"nhwc\""), "{}", text(&p));
+}
+
 #[test]
 fn policy_names_parse() {
     for p in [LayoutPolicy::Auto, LayoutPolicy::Nchw, LayoutPolicy::Nhwc] {
@@ -606,6 +663,7 @@ fn policy_names_parse() {
     assert!("blocked".parse::<LayoutPolicy>().is_err());
     assert_eq!(LayoutPolicy::default(), LayoutPolicy::Auto);
     assert_eq!(PipelineOptions::default().layout, LayoutPolicy::Auto);
+    assert!(PipelineOptions::default().winograd);
 }
 
 #[test]
@@ -617,7 +675,10 @@ fn pipeline_runs_it_between_the_fusion_passes_for_every_policy() {
     assert!(at("choose-layout") < at("fuse-elementwise"), "{default:?}");
     for layout in [LayoutPolicy::Auto, LayoutPolicy::Nchw, LayoutPolicy::Nhwc] {
         assert_eq!(
-            names(pipeline_with(&PipelineOptions { layout })),
+            names(pipeline_with(&PipelineOptions {
+                layout,
+                ..PipelineOptions::default()
+            })),
             default,
             "{layout}"
         );
@@ -636,6 +697,7 @@ fn whole_pipeline_fuses_the_moved_elementwise_ops() {
     };
     let opts = PipelineOptions {
         layout: LayoutPolicy::Nhwc,
+        ..PipelineOptions::default()
     };
     driver.run(&mut g, &pipeline_with(&opts)).unwrap();
     let fused: Vec<_> = g
@@ -663,7 +725,13 @@ fn optimized(path: &std::path::Path, layout: LayoutPolicy) -> Graph {
         ..Driver::default()
     };
     driver
-        .run(&mut g, &pipeline_with(&PipelineOptions { layout }))
+        .run(
+            &mut g,
+            &pipeline_with(&PipelineOptions {
+                layout,
+                ..PipelineOptions::default()
+            }),
+        )
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     g
 }
