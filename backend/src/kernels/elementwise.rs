@@ -1269,10 +1269,66 @@ const EW_CHUNK: usize = 1024;
 /// tens of microseconds of work, well above the cost of handing it to another thread.
 const EW_SPLIT_MIN: usize = 1 << 16;
 
-/// Whether [`ew_kernel`] splits this op into parts (`Kb::share`): large outputs, except the packed
-/// 4-bit casts (two elements per byte, a kernel of their own).
+/// The same for the unary ops of the inline math emitters ([`transcendental`]), whose elements
+/// cost about ten times as much (SiLU: some fifty instructions per vector of four).
+const EW_SPLIT_MIN_TRANSCENDENTAL: usize = EW_SPLIT_MIN / 8;
+
+/// Unary ops computed with an exponential, logarithm or trigonometric polynomial of the inline
+/// math emitters: tens of instructions per vector, where the others take one or a few.
+fn transcendental(op: UnaryOp) -> bool {
+    matches!(
+        op,
+        UnaryOp::Sigmoid
+            | UnaryOp::Tanh
+            | UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Erf
+            | UnaryOp::Sin
+            | UnaryOp::Cos
+            | UnaryOp::Tan
+            | UnaryOp::Elu { .. }
+            | UnaryOp::Selu { .. }
+            | UnaryOp::Celu { .. }
+            | UnaryOp::Softplus
+            | UnaryOp::Gelu { .. }
+            | UnaryOp::Mish
+            | UnaryOp::Silu
+    )
+}
+
+/// Whether [`ew_kernel`] splits this op into parts (`Kb::share`): large outputs (a lower bound for
+/// the [`transcendental`] ops), except the packed 4-bit casts (two elements per byte, a kernel of
+/// their own).
 pub(crate) fn ew_splits(spec: &EwSpec) -> bool {
     let (from, to) = (spec.ins[0].0, spec.out.0);
     let packed = spec.kind == EwKind::Cast && (from.bits() < 8 || to.bits() < 8);
-    spec.out.1.iter().product::<usize>() >= EW_SPLIT_MIN && !packed
+    let min = match spec.kind {
+        EwKind::Unary(op) if transcendental(op) => EW_SPLIT_MIN_TRANSCENDENTAL,
+        _ => EW_SPLIT_MIN,
+    };
+    spec.out.1.iter().product::<usize>() >= min && !packed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unary(op: UnaryOp, n: usize) -> EwSpec {
+        EwSpec {
+            kind: EwKind::Unary(op),
+            ins: vec![(DType::F32, vec![1, n])],
+            out: (DType::F32, vec![1, n]),
+        }
+    }
+
+    #[test]
+    fn transcendental_ops_split_from_fewer_elements() {
+        // 8192 elements: an eighth of the bound of the cheap ops.
+        assert!(ew_splits(&unary(UnaryOp::Silu, 8192)));
+        assert!(ew_splits(&unary(UnaryOp::Gelu { tanh: false }, 8192)));
+        assert!(!ew_splits(&unary(UnaryOp::Silu, 8191)));
+        assert!(!ew_splits(&unary(UnaryOp::Relu, 8192)));
+        assert!(!ew_splits(&unary(UnaryOp::Relu, 65535)));
+        assert!(ew_splits(&unary(UnaryOp::Relu, 65536)));
+    }
 }
