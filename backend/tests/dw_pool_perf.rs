@@ -9,7 +9,6 @@ use common::*;
 use kiln_backend::{compile, Options, Target, WeightsMode};
 use kiln_ir::ops::*;
 use kiln_ir::Op;
-use std::process::Command;
 
 /// Times `m_run` of the case (CPU time) and returns milliseconds per run.
 fn time_ms(c: &Case) -> f64 {
@@ -21,39 +20,7 @@ fn time_ms(c: &Case) -> f64 {
         model_file: "bench.onnx".into(),
     };
     let art = compile(&c.g, &opts).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    write_artifact(&dir, "m", &art);
-    for (i, t) in c.inputs.iter().enumerate() {
-        std::fs::write(dir.join(format!("m_in{i}.bin")), t.bytes()).unwrap();
-    }
-    let mut main = String::from(DRIVER_PRELUDE);
-    main.push_str("#include <time.h>\n#include \"m.h\"\n");
-    let frag = driver_fragment("m", &c.g, false);
-    let setup: String = frag
-        .lines()
-        .take_while(|l| !l.contains("int rc"))
-        .skip(1)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    // Thread CPU time, best of five rounds: the machine is shared, and CPU time is what other
-    // processes disturb least.
-    main.push_str(&format!(
-        "int main(void) {{\n{setup}    double best = 1e9; m_run(&in,&out,arena);\n\
-         for (int r = 0; r < 5; r++) {{ struct timespec a,b; int n=0; clock_gettime(CLOCK_THREAD_CPUTIME_ID,&a);\n\
-         do {{ m_run(&in,&out,arena); n++; clock_gettime(CLOCK_THREAD_CPUTIME_ID,&b); }} while ((b.tv_sec-a.tv_sec)+(b.tv_nsec-a.tv_nsec)*1e-9 < 0.1);\n\
-         double s=((b.tv_sec-a.tv_sec)+(b.tv_nsec-a.tv_nsec)*1e-9)/n; if (s < best) best = s; }}\n\
-         printf(\"%.6f\\n\", best*1e3); return 0; }}\n"
-    ));
-    std::fs::write(dir.join("main.c"), main).unwrap();
-    let st = Command::new("cc")
-        .current_dir(&dir)
-        .args(["-O2", "-o", "prog", "main.c", "m.o"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = Command::new("./prog").current_dir(&dir).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    Timer::build(c, &art).ms()
 }
 
 /// A depthwise layer: channels, input side, kernel, stride (square, pad k/2).

@@ -6,36 +6,11 @@ use common::*;
 use kiln_backend::{compile, WeightsMode};
 use kiln_ir::ops::*;
 use kiln_ir::Op;
-use std::process::Command;
 
 fn timeit(name: &str, c: &Case, flops: f64) {
     let art = compile(&c.g, &options("m", Arch::X86_64, WeightsMode::Embedded)).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    write_artifact(&dir, "m", &art);
-    for (i, t) in c.inputs.iter().enumerate() {
-        std::fs::write(dir.join(format!("m_in{i}.bin")), t.bytes()).unwrap();
-    }
-    let mut main = String::from(DRIVER_PRELUDE);
-    main.push_str("#include <time.h>\n#include \"m.h\"\n");
-    let frag = driver_fragment("m", &c.g, false);
-    // The driver's setup (inputs, outputs, arena), then m_run in a loop for a second.
-    let setup: String = frag
-        .lines()
-        .take_while(|l| !l.contains("int rc"))
-        .skip(1)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    main.push_str(&format!("int main(void) {{\n{setup}    struct timespec a,b; m_run(&in,&out,arena); int n=0; clock_gettime(CLOCK_MONOTONIC,&a); do {{ m_run(&in,&out,arena); n++; clock_gettime(CLOCK_MONOTONIC,&b); }} while ((b.tv_sec-a.tv_sec)+(b.tv_nsec-a.tv_nsec)*1e-9 < 1.0); double s=((b.tv_sec-a.tv_sec)+(b.tv_nsec-a.tv_nsec)*1e-9)/n; printf(\"{name}: %.3f ms  %.2f GFLOP/s\\n\", s*1e3, {flops}/s*1e-9); return 0; }}\n"));
-    std::fs::write(dir.join("main.c"), main).unwrap();
-    let st = Command::new("cc")
-        .current_dir(&dir)
-        .args(["-O2", "-o", "prog", "main.c", "m.o"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = Command::new("./prog").current_dir(&dir).output().unwrap();
-    print!("{}", String::from_utf8_lossy(&out.stdout));
+    let ms = Timer::build(c, &art).ms();
+    println!("{name}: {ms:.3} ms  {:.2} GFLOP/s", flops / ms * 1e-6);
 }
 
 #[test]

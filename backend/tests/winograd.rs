@@ -330,7 +330,6 @@ fn split_parts_are_bitwise_serial() {
 #[test]
 #[ignore]
 fn probe_layers() {
-    use std::process::Command;
     let target = Target::parse("x86_64-unknown-linux-gnu", "native", &[]).expect("native");
     let opts = Options {
         winograd: kiln_backend::Winograd::Auto,
@@ -393,7 +392,7 @@ fn probe_layers() {
         c.out("y", op, &[x, w, b]);
         let (oh, ow) = s.out();
         let flops = 2.0 * (ci * mo * 9 * oh * ow) as f64;
-        let mut dirs = Vec::new();
+        let mut timers = Vec::new();
         for mode in ["0", "2", "4"] {
             let art = with_tile(mode, |wm| {
                 compile(
@@ -405,53 +404,20 @@ fn probe_layers() {
                 )
                 .expect("compiles")
             });
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = tmp.path().to_path_buf();
-            write_artifact(&dir, "m", &art);
-            std::fs::write(dir.join("m_in0.bin"), c.inputs[0].bytes()).unwrap();
-            let mut main = String::from(DRIVER_PRELUDE);
-            main.push_str("#include <time.h>\n#include \"m.h\"\n");
-            let frag = driver_fragment("m", &c.g, false);
-            let setup: String = frag
-                .lines()
-                .take_while(|l| !l.contains("int rc"))
-                .skip(1)
-                .map(|l| format!("{l}\n"))
-                .collect();
-            main.push_str(&format!(
-                "int main(void) {{\n{setup}    struct timespec a,b; m_run(&in,&out,arena); \
-                 double best=1e9; for (int r=0;r<5;r++) {{ int n=0; clock_gettime(CLOCK_MONOTONIC,&a); \
-                 do {{ m_run(&in,&out,arena); n++; clock_gettime(CLOCK_MONOTONIC,&b); }} \
-                 while ((b.tv_sec-a.tv_sec)+(b.tv_nsec-a.tv_nsec)*1e-9 < 0.2); \
-                 double s=((b.tv_sec-a.tv_sec)+(b.tv_nsec-a.tv_nsec)*1e-9)/n; if (s<best) best=s; }} \
-                 printf(\"%.3f ms %.1f GFLOP/s\", best*1e3, {flops}/best*1e-9); return 0; }}\n"
-            ));
-            std::fs::write(dir.join("main.c"), main).unwrap();
-            let st = Command::new("cc")
-                .current_dir(&dir)
-                .args(["-O2", "-o", "prog", "main.c", "m.o"])
-                .status()
-                .unwrap();
-            assert!(st.success());
-            dirs.push((mode, tmp));
+            timers.push((mode, Timer::build(&c, &art)));
         }
         for round in 0..rounds {
             let mut line = format!("C {ci:3} M {mo:3} {hw:3}x{hw:<3} r{round}:");
-            for (mode, d) in &dirs {
-                let out = Command::new("./prog")
-                    .current_dir(d.path())
-                    .output()
-                    .unwrap();
+            for (mode, t) in &timers {
+                let ms = t.ms();
+                let name = match *mode {
+                    "0" => "im2col",
+                    "2" => "F2",
+                    _ => "F4",
+                };
                 line.push_str(&format!(
-                    "  [{}] {}",
-                    if *mode == "0" {
-                        "im2col"
-                    } else if *mode == "2" {
-                        "F2"
-                    } else {
-                        "F4"
-                    },
-                    String::from_utf8_lossy(&out.stdout)
+                    "  [{name}] {ms:.3} ms {:.1} GFLOP/s",
+                    flops / ms * 1e-6
                 ));
             }
             println!("{line}");

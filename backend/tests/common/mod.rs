@@ -589,3 +589,60 @@ pub fn parallel_driver(c: &Case) -> String {
     ));
     main
 }
+
+/// A timing program for a compiled case, for the performance probes (ignored tests that print
+/// numbers and assert nothing about time): `m_run` repeated for 0.1 s, best of five rounds, in
+/// thread CPU time (what other processes on a shared machine disturb least). Built once, so a
+/// probe can alternate several builds of the same layer.
+pub struct Timer {
+    dir: tempfile::TempDir,
+}
+
+impl Timer {
+    /// Links `art` (compiled from `c` under the name `m`, for the host) into the timing program.
+    pub fn build(c: &Case, art: &Artifact) -> Timer {
+        let dir = tempfile::tempdir().unwrap();
+        write_artifact(dir.path(), "m", art);
+        for (i, t) in c.inputs.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("m_in{i}.bin")), t.bytes()).unwrap();
+        }
+        let mut main = String::from(DRIVER_PRELUDE);
+        main.push_str("#include <time.h>\n#include \"m.h\"\n");
+        // The driver's setup (inputs, outputs, arena), then the timed loop.
+        let setup: String = driver_fragment("m", &c.g, false)
+            .lines()
+            .take_while(|l| !l.contains("int rc"))
+            .skip(1)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        main.push_str(&format!(
+            "int main(void) {{\n{setup}    double best = 1e9; m_run(&in,&out,arena);\n\
+             for (int r = 0; r < 5; r++) {{ struct timespec a,b; int n=0; clock_gettime(CLOCK_THREAD_CPUTIME_ID,&a);\n\
+             do {{ m_run(&in,&out,arena); n++; clock_gettime(CLOCK_THREAD_CPUTIME_ID,&b); }} while ((b.tv_sec-a.tv_sec)+(b.tv_nsec-a.tv_nsec)*1e-9 < 0.1);\n\
+             double s=((b.tv_sec-a.tv_sec)+(b.tv_nsec-a.tv_nsec)*1e-9)/n; if (s < best) best = s; }}\n\
+             printf(\"%.6f\\n\", best*1e3); return 0; }}\n"
+        ));
+        std::fs::write(dir.path().join("main.c"), main).unwrap();
+        let st = Command::new("cc")
+            .current_dir(dir.path())
+            .args(["-O2", "-o", "prog", "main.c", "m.o"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "the timing driver does not build");
+        Timer { dir }
+    }
+
+    /// Runs the program: milliseconds per run.
+    pub fn ms(&self) -> f64 {
+        let out = Command::new("./prog")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    /// The folder holding `m.o`, `prog` and the inputs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
