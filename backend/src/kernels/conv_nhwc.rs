@@ -21,6 +21,7 @@
 //! element is computed by the same operations whatever the parts (the product's k blocking
 //! depends only on the block's static row count), so parallel runs are bitwise serial.
 
+use super::depthwise::Win;
 use super::gemm::{pack_b, product, Addend, Lhs, Mat, Product, Rhs, Tiling};
 use crate::builder::{Kb, Ptr};
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -37,30 +38,8 @@ pub(crate) struct NhwcConv {
     pub c: usize,
     /// Output channels.
     pub m: usize,
-    /// Input rows and columns.
-    pub h: usize,
-    /// Input columns.
-    pub w: usize,
-    /// Output rows.
-    pub oh: usize,
-    /// Output columns.
-    pub ow: usize,
-    /// Kernel rows.
-    pub kh: usize,
-    /// Kernel columns.
-    pub kw: usize,
-    /// Row stride.
-    pub sy: usize,
-    /// Column stride.
-    pub sx: usize,
-    /// Row dilation.
-    pub dy: usize,
-    /// Column dilation.
-    pub dx: usize,
-    /// Top padding.
-    pub pt: usize,
-    /// Left padding.
-    pub pl: usize,
+    /// The window: input, output and kernel sizes, strides, dilations, top and left padding.
+    pub win: Win,
     /// A bias operand is present.
     pub bias: bool,
     /// Activations applied in order to every output before it is stored.
@@ -95,24 +74,24 @@ const BLOCK_FLOATS: usize = 64 * 1024;
 impl NhwcConv {
     /// Output positions of the batch (rows of the product).
     pub(crate) fn positions(&self) -> usize {
-        self.n * self.oh * self.ow
+        self.n * self.win.oh * self.win.ow
     }
 
     /// Reduction length of the product.
     pub(crate) fn k_len(&self) -> usize {
-        self.kh * self.kw * self.c
+        self.win.kh * self.win.kw * self.c
     }
 
     /// 1x1, stride 1, no padding: the input is the left operand, read in place.
     pub(crate) fn pointwise(&self) -> bool {
-        self.kh == 1
-            && self.kw == 1
-            && self.sy == 1
-            && self.sx == 1
-            && self.pt == 0
-            && self.pl == 0
-            && self.oh == self.h
-            && self.ow == self.w
+        self.win.kh == 1
+            && self.win.kw == 1
+            && self.win.sy == 1
+            && self.win.sx == 1
+            && self.win.pt == 0
+            && self.win.pl == 0
+            && self.win.oh == self.win.h
+            && self.win.ow == self.win.w
     }
 
     /// Whether the kernel copies the left operand (im2col) into scratch.
@@ -181,10 +160,11 @@ impl NhwcConv {
         let mut b = vec![0f32; k * m];
         for mo in 0..m {
             for ci in 0..self.c {
-                for ky in 0..self.kh {
-                    for kx in 0..self.kw {
-                        let row = (ky * self.kw + kx) * self.c + ci;
-                        b[row * m + mo] = w[((mo * self.c + ci) * self.kh + ky) * self.kw + kx];
+                for ky in 0..self.win.kh {
+                    for kx in 0..self.win.kw {
+                        let row = (ky * self.win.kw + kx) * self.c + ci;
+                        b[row * m + mo] =
+                            w[((mo * self.c + ci) * self.win.kh + ky) * self.win.kw + kx];
                     }
                 }
             }
@@ -216,10 +196,10 @@ pub(crate) fn conv_kernel(kb: &mut Kb, s: &NhwcConv, plan: &NhwcPlan) {
         };
         // OIHW [M][C][kh][kw] -> [kh][kw][C][M], before any product reads it (the step is not
         // split: every part would write it).
-        let (kh, kw, c) = (s.kh as i64, s.kw as i64, s.c as i64);
+        let (kh, kw, c) = (s.win.kh as i64, s.win.kw as i64, s.c as i64);
         super::strided_copy(
             kb,
-            &[s.kh, s.kw, s.c, s.m],
+            &[s.win.kh, s.win.kw, s.c, s.m],
             w,
             &[kw * 4, 4, kh * kw * 4, c * kh * kw * 4],
             wt,
@@ -317,16 +297,16 @@ fn im2col(kb: &mut Kb, s: &NhwcConv, rows: usize, x: Ptr, dst: Ptr, r0: Value) {
     let p = s.positions() as i64;
     let k4 = (s.k_len() * 4) as i64;
     let c4 = (s.c * 4) as i64;
-    let img = (s.h * s.w) as i64 * c4;
+    let img = (s.win.h * s.win.w) as i64 * c4;
     let left = kb.iconst(p);
     let left = kb.b.ins().isub(left, r0);
     let cap = kb.iconst(rows as i64);
     let count = kb.b.ins().smin(left, cap);
     // Coordinates of the first position; the loop then steps them.
-    let ox0 = kb.b.ins().urem_imm_u(r0, s.ow as i64);
-    let q = kb.b.ins().udiv_imm_u(r0, s.ow as i64);
-    let oy0 = kb.b.ins().urem_imm_u(q, s.oh as i64);
-    let n0 = kb.b.ins().udiv_imm_u(q, s.oh as i64);
+    let ox0 = kb.b.ins().urem_imm_u(r0, s.win.ow as i64);
+    let q = kb.b.ins().udiv_imm_u(r0, s.win.ow as i64);
+    let oy0 = kb.b.ins().urem_imm_u(q, s.win.oh as i64);
+    let n0 = kb.b.ins().udiv_imm_u(q, s.win.oh as i64);
     let xn0 = kb.index(x, n0, img);
     let vox = kb.var(I64, ox0);
     let voy = kb.var(I64, oy0);
@@ -339,27 +319,27 @@ fn im2col(kb: &mut Kb, s: &NhwcConv, rows: usize, x: Ptr, dst: Ptr, r0: Value) {
             ro: x.ro,
         };
         let drow = kb.index(dst, r, k4);
-        let iy0 = kb.b.ins().imul_imm_s(oy, s.sy as i64);
-        let iy0 = kb.b.ins().iadd_imm_s(iy0, -(s.pt as i64));
-        let ix0 = kb.b.ins().imul_imm_s(ox, s.sx as i64);
-        let ix0 = kb.b.ins().iadd_imm_s(ix0, -(s.pl as i64));
-        let inside_y = span_inside(kb, iy0, (s.kh - 1) * s.dy, s.h);
-        let inside_x = span_inside(kb, ix0, (s.kw - 1) * s.dx, s.w);
+        let iy0 = kb.b.ins().imul_imm_s(oy, s.win.sy as i64);
+        let iy0 = kb.b.ins().iadd_imm_s(iy0, -(s.win.pt as i64));
+        let ix0 = kb.b.ins().imul_imm_s(ox, s.win.sx as i64);
+        let ix0 = kb.b.ins().iadd_imm_s(ix0, -(s.win.pl as i64));
+        let inside_y = span_inside(kb, iy0, (s.win.kh - 1) * s.win.dy, s.win.h);
+        let inside_x = span_inside(kb, ix0, (s.win.kw - 1) * s.win.dx, s.win.w);
         let inside = kb.b.ins().band(inside_y, inside_x);
         kb.if_else(
             inside,
             |kb| {
                 // Every tap inside: kernel row by kernel row, contiguous when dx == 1.
-                let src = kb.index(xn, iy0, s.w as i64 * c4);
+                let src = kb.index(xn, iy0, s.win.w as i64 * c4);
                 let src = kb.index(src, ix0, c4);
-                for_each(kb, s.kh, &mut |kb, ky| {
-                    let srow = kb.index(src, ky, (s.dy * s.w) as i64 * c4);
-                    let d = kb.index(drow, ky, s.kw as i64 * c4);
-                    if s.dx == 1 {
-                        super::block_copy(kb, d, srow, s.kw * s.c * 4);
+                for_each(kb, s.win.kh, &mut |kb, ky| {
+                    let srow = kb.index(src, ky, (s.win.dy * s.win.w) as i64 * c4);
+                    let d = kb.index(drow, ky, s.win.kw as i64 * c4);
+                    if s.win.dx == 1 {
+                        super::block_copy(kb, d, srow, s.win.kw * s.c * 4);
                     } else {
-                        for kx in 0..s.kw {
-                            let sp = kb.offset(srow, (kx * s.dx) as i64 * c4);
+                        for kx in 0..s.win.kw {
+                            let sp = kb.offset(srow, (kx * s.win.dx) as i64 * c4);
                             let dp = kb.offset(d, kx as i64 * c4);
                             super::block_copy(kb, dp, sp, s.c * 4);
                         }
@@ -368,23 +348,25 @@ fn im2col(kb: &mut Kb, s: &NhwcConv, rows: usize, x: Ptr, dst: Ptr, r0: Value) {
             },
             |kb| {
                 // A border position: tap by tap, a copy or zeros.
-                for_each(kb, s.kh, &mut |kb, ky| {
-                    let kyd = kb.b.ins().imul_imm_s(ky, s.dy as i64);
+                for_each(kb, s.win.kh, &mut |kb, ky| {
+                    let kyd = kb.b.ins().imul_imm_s(ky, s.win.dy as i64);
                     let iy = kb.b.ins().iadd(iy0, kyd);
                     let row_ok =
                         kb.b.ins()
-                            .icmp_imm_u(IntCC::UnsignedLessThan, iy, s.h as i64);
-                    let d = kb.index(drow, ky, s.kw as i64 * c4);
+                            .icmp_imm_u(IntCC::UnsignedLessThan, iy, s.win.h as i64);
+                    let d = kb.index(drow, ky, s.win.kw as i64 * c4);
                     kb.if_else(
                         row_ok,
                         |kb| {
-                            let srow = kb.index(xn, iy, s.w as i64 * c4);
-                            for_each(kb, s.kw, &mut |kb, kx| {
-                                let kxd = kb.b.ins().imul_imm_s(kx, s.dx as i64);
+                            let srow = kb.index(xn, iy, s.win.w as i64 * c4);
+                            for_each(kb, s.win.kw, &mut |kb, kx| {
+                                let kxd = kb.b.ins().imul_imm_s(kx, s.win.dx as i64);
                                 let ix = kb.b.ins().iadd(ix0, kxd);
-                                let ok =
-                                    kb.b.ins()
-                                        .icmp_imm_u(IntCC::UnsignedLessThan, ix, s.w as i64);
+                                let ok = kb.b.ins().icmp_imm_u(
+                                    IntCC::UnsignedLessThan,
+                                    ix,
+                                    s.win.w as i64,
+                                );
                                 let dp = kb.index(d, kx, c4);
                                 kb.if_else(
                                     ok,
@@ -396,19 +378,19 @@ fn im2col(kb: &mut Kb, s: &NhwcConv, rows: usize, x: Ptr, dst: Ptr, r0: Value) {
                                 );
                             });
                         },
-                        |kb| zero_fill(kb, d, s.kw * s.c * 4),
+                        |kb| zero_fill(kb, d, s.win.kw * s.c * 4),
                     );
                 });
             },
         );
         // Next position: ox, then oy, then the image.
         let ox1 = kb.b.ins().iadd_imm_s(ox, 1);
-        let wrap = kb.b.ins().icmp_imm_s(IntCC::Equal, ox1, s.ow as i64);
+        let wrap = kb.b.ins().icmp_imm_s(IntCC::Equal, ox1, s.win.ow as i64);
         let z = kb.iconst(0);
         let ox1 = kb.b.ins().select(wrap, z, ox1);
         let step = kb.b.ins().uextend(I64, wrap);
         let oy1 = kb.b.ins().iadd(oy, step);
-        let wrap2 = kb.b.ins().icmp_imm_s(IntCC::Equal, oy1, s.oh as i64);
+        let wrap2 = kb.b.ins().icmp_imm_s(IntCC::Equal, oy1, s.win.oh as i64);
         let oy1 = kb.b.ins().select(wrap2, z, oy1);
         let next_img = kb.b.ins().iadd_imm_s(xn.v, img);
         let xn1 = kb.b.ins().select(wrap2, next_img, xn.v);
@@ -470,18 +452,20 @@ mod tests {
             n: 1,
             c,
             m,
-            h: side,
-            w: side,
-            oh: o,
-            ow: o,
-            kh: k,
-            kw: k,
-            sy: s,
-            sx: s,
-            dy: 1,
-            dx: 1,
-            pt: p,
-            pl: p,
+            win: Win {
+                h: side,
+                w: side,
+                oh: o,
+                ow: o,
+                kh: k,
+                kw: k,
+                sy: s,
+                sx: s,
+                dy: 1,
+                dx: 1,
+                pt: p,
+                pl: p,
+            },
             bias: false,
             post: vec![],
         }
@@ -491,11 +475,9 @@ mod tests {
     fn weights_pack_as_k_by_m() {
         // M = 2, C = 1, 1x2 kernel: W[(0,0,0)] = [w00, w10], W[(0,1,0)] = [w01, w11];
         // nr = 4 pads each k row to four columns.
-        let s = NhwcConv {
-            kh: 1,
-            kw: 2,
-            ..conv(1, 2, 4, 1, 1, 0)
-        };
+        let mut s = conv(1, 2, 4, 1, 1, 0);
+        s.win.kh = 1;
+        s.win.kw = 2;
         let w = [1.0, 2.0, 3.0, 4.0]; // [m0: (1, 2)], [m1: (3, 4)]
         assert_eq!(
             s.pack_weights(&w, 4),

@@ -66,7 +66,7 @@ pub(crate) struct Win {
     pub kw: usize,
     /// Row stride.
     pub sy: usize,
-    /// Column stride (1 or 2).
+    /// Column stride (1 or 2 for this module's engine, see [`Win::new`]).
     pub sx: usize,
     /// Row dilation.
     pub dy: usize,

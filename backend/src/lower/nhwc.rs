@@ -8,6 +8,7 @@
 
 use super::{unsupported, Arg, Lowering, Step};
 use crate::kernels::conv_nhwc::{self, NhwcConv};
+use crate::kernels::depthwise::Win;
 use crate::kernels::gemm::Tiling;
 use crate::kernels::window_nhwc::{self, Axis, GlobalSpec, WinOp, WindowSpec};
 use crate::BackendError;
@@ -202,18 +203,20 @@ impl Lowering<'_> {
             n: xd[0],
             c,
             m,
-            h: xd[1],
-            w: xd[2],
-            oh: yd[1],
-            ow: yd[2],
-            kh: conv.kernel_shape[0],
-            kw: conv.kernel_shape[1],
-            sy: conv.strides[0],
-            sx: conv.strides[1],
-            dy: conv.dilations[0],
-            dx: conv.dilations[1],
-            pt: conv.pads[0],
-            pl: conv.pads[1],
+            win: Win {
+                h: xd[1],
+                w: xd[2],
+                oh: yd[1],
+                ow: yd[2],
+                kh: conv.kernel_shape[0],
+                kw: conv.kernel_shape[1],
+                sy: conv.strides[0],
+                sx: conv.strides[1],
+                dy: conv.dilations[0],
+                dx: conv.dilations[1],
+                pt: conv.pads[0],
+                pl: conv.pads[1],
+            },
             bias: bias.is_some(),
             post: conv.post.clone(),
         };
