@@ -353,11 +353,15 @@ impl<'a, 'b> Em<'a, 'b> {
     /// above `1.5 * 2^23`, so the integer is the difference of the bit patterns (one integer
     /// subtract instead of a saturating conversion).
     fn round_int(&mut self, t: Value) -> (Value, Value) {
+        self.round_int_plus(t, 0)
+    }
+    /// [`Self::round_int`] with `k` added to the integer, in the same subtract.
+    fn round_int_plus(&mut self, t: Value, k: i32) -> (Value, Value) {
         let m = self.f(ROUND_MAGIC);
         let s = self.add(t, m);
         let nf = self.sub(s, m);
         let sb = self.bits_of(s);
-        let mb = self.i(i64::from(ROUND_MAGIC.to_bits()));
+        let mb = self.i(i64::from(ROUND_MAGIC.to_bits() as i32 - k));
         (nf, self.b.ins().isub(sb, mb))
     }
 
@@ -459,18 +463,24 @@ impl<'a, 'b> Em<'a, 'b> {
     /// result, as in `exp`'s two steps.
     fn exp_small(&mut self, x: Value) -> Value {
         let x = self.clamp(x, -104.0, 43.0);
-        let (p, n) = self.exp_reduced(x);
-        let k = self.i(64);
-        let n64 = self.b.ins().iadd(n, k);
-        let s = self.pow2i(n64);
+        // The exponent field of 2^(n + 64) is n + 64 + 127: added in the rounding's subtract,
+        // which saves two adds and their constants (registers, in a loop of SiLU).
+        let (p, e) = self.exp_reduced_plus(x, 64 + 127);
+        let bits = self.b.ins().ishl_imm_u(e, 23);
+        let s = self.float_of_bits(bits);
         let p = self.mul(p, s);
         self.mulk(p, f32::from_bits(0x1f80_0000)) // 2^-64
     }
 
     /// `(e^r, n)` with `x = n ln2 + r`, `|r| <= ln2 / 2`: `e^x = e^r 2^n`.
     fn exp_reduced(&mut self, x: Value) -> (Value, Value) {
+        self.exp_reduced_plus(x, 0)
+    }
+
+    /// [`Self::exp_reduced`] with `k` added to `n`.
+    fn exp_reduced_plus(&mut self, x: Value, k: i32) -> (Value, Value) {
         let t = self.mulk(x, LOG2E);
-        let (nf, n) = self.round_int(t);
+        let (nf, n) = self.round_int_plus(t, k);
         // r = x - n ln2, exact first step (see LN2_HI).
         let hi = self.mulk(nf, LN2_HI);
         let r = self.sub(x, hi);
