@@ -351,11 +351,8 @@ impl<'a, 'b> Em<'a, 'b> {
     /// Nearest integer to `t` for `|t| < 2^22`, as a float and as an integer. `t + 1.5 * 2^23`
     /// lies in `[2^23, 2^24)`, where the float spacing is 1: its mantissa bits count the units
     /// above `1.5 * 2^23`, so the integer is the difference of the bit patterns (one integer
-    /// subtract instead of a saturating conversion).
-    fn round_int(&mut self, t: Value) -> (Value, Value) {
-        self.round_int_plus(t, 0)
-    }
-    /// [`Self::round_int`] with `k` added to the integer, in the same subtract.
+    /// subtract instead of a saturating conversion). `k` is added to the integer in the same
+    /// subtract.
     fn round_int_plus(&mut self, t: Value, k: i32) -> (Value, Value) {
         let m = self.f(ROUND_MAGIC);
         let s = self.add(t, m);
