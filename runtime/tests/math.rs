@@ -28,14 +28,29 @@ struct Jit {
 fn jit() -> &'static Jit {
     static JIT: OnceLock<Jit> = OnceLock::new();
     JIT.get_or_init(|| {
-        build_jit(JITBuilder::new(cranelift_module::default_libcall_names()).unwrap())
+        build_jit(
+            JITBuilder::new(cranelift_module::default_libcall_names()).unwrap(),
+            MathOpts::default(),
+        )
+    })
+}
+
+/// The emitters with fused multiply-add, as kernels for FMA targets use them (the host must have
+/// FMA; without it Cranelift would call `fmaf`, which the JIT can still resolve, so the tests stay
+/// valid). The accuracy checks (`worst_ulps`, `worst_abs`) hold both variants to the same bounds.
+fn jit_fma() -> &'static Jit {
+    static JIT: OnceLock<Jit> = OnceLock::new();
+    JIT.get_or_init(|| {
+        build_jit(
+            JITBuilder::new(cranelift_module::default_libcall_names()).unwrap(),
+            MathOpts { fma: true },
+        )
     })
 }
 
 /// Compiles every emitter, scalar and vector, with `builder`'s ISA. Leaks the module (see `jit`).
-fn build_jit(builder: JITBuilder) -> Jit {
+fn build_jit(builder: JITBuilder, opts: MathOpts) -> Jit {
     let mut module = JITModule::new(builder);
-    let opts = MathOpts::default();
     let ids: Vec<_> = ALL
         .iter()
         .map(|&f| {
@@ -189,31 +204,63 @@ const SPECIALS: [f32; 16] = [
     f32::EPSILON,
 ];
 
-/// Worst ulp error of `f` against `reference` over `xs`, with the point where it happens.
+/// `f` on `xs` by both variants, plain and with FMA: `(variant name, results)`.
+fn eval_both(f: Fun, xs: &[f32]) -> [(&'static str, Vec<f32>); 2] {
+    let ys = vec![0.0; xs.len()];
+    [
+        ("", eval_in(jit(), f, xs, &ys)),
+        (" (fma)", eval_in(jit_fma(), f, xs, &ys)),
+    ]
+}
+
+/// Worst ulp error of `f` (either variant) against `reference` over `xs`, with the point where it
+/// happens.
 fn worst_ulps(f: Fun, xs: &[f32], reference: impl Fn(f64) -> f64) -> (i64, f32) {
-    let got = eval1(f, xs);
     let mut worst = (0, 0.0);
-    for (&x, &g) in xs.iter().zip(&got) {
-        let e = ulps(g, reference(f64::from(x)));
-        if e > worst.0 {
-            worst = (e, x);
+    for (variant, got) in eval_both(f, xs) {
+        let mut w = (0, 0.0);
+        for (&x, &g) in xs.iter().zip(&got) {
+            let e = ulps(g, reference(f64::from(x)));
+            if e > w.0 {
+                w = (e, x);
+            }
+        }
+        eprintln!(
+            "{}{variant}: worst {} ulp at {:e} over {} points",
+            f.name(),
+            w.0,
+            w.1,
+            xs.len()
+        );
+        if w.0 > worst.0 {
+            worst = w;
         }
     }
-    eprintln!(
-        "{}: worst {} ulp at {:e} over {} points",
-        f.name(),
-        worst.0,
-        worst.1,
-        xs.len()
-    );
     worst
 }
 
-/// Worst absolute error (NaN/inf mismatches count as infinite), with its point.
+/// Worst absolute error of either variant (NaN/inf mismatches count as infinite), with its point.
 fn worst_abs(f: Fun, xs: &[f32], reference: impl Fn(f64) -> f64) -> (f64, f32) {
-    let got = eval1(f, xs);
     let mut worst = (0.0, 0.0);
-    for (&x, &g) in xs.iter().zip(&got) {
+    for (variant, got) in eval_both(f, xs) {
+        let w = worst_abs_of(xs, &got, &reference);
+        eprintln!(
+            "{}{variant}: worst abs error {:e} at {:e} over {} points",
+            f.name(),
+            w.0,
+            w.1,
+            xs.len()
+        );
+        if w.0 > worst.0 {
+            worst = w;
+        }
+    }
+    worst
+}
+
+fn worst_abs_of(xs: &[f32], got: &[f32], reference: impl Fn(f64) -> f64) -> (f64, f32) {
+    let mut worst = (0.0, 0.0);
+    for (&x, &g) in xs.iter().zip(got) {
         let want = reference(f64::from(x));
         let e = if want.is_nan() || g.is_nan() {
             if want.is_nan() && g.is_nan() {
@@ -228,13 +275,6 @@ fn worst_abs(f: Fun, xs: &[f32], reference: impl Fn(f64) -> f64) -> (f64, f32) {
             worst = (e, x);
         }
     }
-    eprintln!(
-        "{}: worst abs error {:e} at {:e} over {} points",
-        f.name(),
-        worst.0,
-        worst.1,
-        xs.len()
-    );
     worst
 }
 
@@ -422,6 +462,33 @@ fn sigmoid_is_accurate_and_saturates() {
     );
     assert_eq!(&r[..5], &[0.5, 1.0, 0.0, 1.0, 0.0]);
     assert!(r[5].is_nan());
+}
+
+fn silu_ref(x: f64) -> f64 {
+    x * sigmoid_ref(x)
+}
+
+#[test]
+fn silu_is_accurate() {
+    let xs = bounded_points(5);
+    let (e, at) = worst_abs(Fun::Silu, &xs, silu_ref);
+    assert!(e <= 2e-6, "silu: abs error {e:e} at {at:e}");
+    // Relative: one division of two accurate terms, deep into the negative tail too.
+    let mut tail = sweep(-85.0, 30.0, 200_000);
+    tail.extend(sweep(-1e-3, 1e-3, 10_000));
+    tail.extend([1e-30, -1e-30, 1e-40, -1e-40, 1e30, f32::MAX]);
+    let (u, at) = worst_ulps(Fun::Silu, &tail, silu_ref);
+    assert!(u <= 4, "silu: {u} ulp at {at:e}");
+    let r = eval1(
+        Fun::Silu,
+        &[0.0, -0.0, 100.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN],
+    );
+    assert_eq!(r[0].to_bits(), 0.0f32.to_bits());
+    assert_eq!(r[1], 0.0);
+    assert_eq!(r[2], 100.0);
+    assert_eq!(r[3], f32::INFINITY);
+    // -inf * sigmoid(-inf) = -inf * 0, as IEEE has it.
+    assert!(r[4].is_nan() && r[5].is_nan());
 }
 
 /// `erf` in f64, independent of the emitter: the Maclaurin series below 3 (cancellation costs at
@@ -817,10 +884,10 @@ fn aarch64_matches_host_bit_for_bit() {
 #[test]
 fn x86_64_baseline_matches_native_bit_for_bit() {
     let isa = common::isa_with("x86_64-unknown-linux-gnu", &[], false);
-    let baseline = build_jit(JITBuilder::with_isa(
-        isa,
-        cranelift_module::default_libcall_names(),
-    ));
+    let baseline = build_jit(
+        JITBuilder::with_isa(isa, cranelift_module::default_libcall_names()),
+        MathOpts::default(),
+    );
     let mut rng = Rng(8);
     let mut xs = sweep(-110.0, 95.0, 20_000);
     xs.extend(SPECIALS);

@@ -531,10 +531,7 @@ pub(crate) fn unary_float(kb: &mut Kb, op: UnaryOp, x: Value) -> Value {
             let hx = kb.b.ins().fmul(x, h);
             kb.b.ins().fmul(hx, s)
         }
-        UnaryOp::Silu => {
-            let s = via_f32(kb, x, math::sigmoid_with);
-            kb.b.ins().fmul(x, s)
-        }
+        UnaryOp::Silu => via_f32(kb, x, math::silu_with),
         UnaryOp::Mish => {
             let sp = softplus(kb, x);
             let t = ftanh(kb, sp);

@@ -18,16 +18,18 @@ pub enum Fun {
     Log,
     Tanh,
     Sigmoid,
+    Silu,
     Erf,
     Pow,
 }
 
-pub const ALL: [Fun; 7] = [
+pub const ALL: [Fun; 8] = [
     Fun::Exp,
     Fun::ExpSmall,
     Fun::Log,
     Fun::Tanh,
     Fun::Sigmoid,
+    Fun::Silu,
     Fun::Erf,
     Fun::Pow,
 ];
@@ -40,6 +42,7 @@ impl Fun {
             Fun::Log => "log",
             Fun::Tanh => "tanh",
             Fun::Sigmoid => "sigmoid",
+            Fun::Silu => "silu",
             Fun::Erf => "erf",
             Fun::Pow => "pow",
         }
@@ -78,6 +81,7 @@ pub fn define<M: Module>(
             Fun::Log => math::log_with(&mut b, x, opts),
             Fun::Tanh => math::tanh_with(&mut b, x, opts),
             Fun::Sigmoid => math::sigmoid_with(&mut b, x, opts),
+            Fun::Silu => math::silu_with(&mut b, x, opts),
             Fun::Erf => math::erf_with(&mut b, x, opts),
             Fun::Pow => math::pow_with(&mut b, x, y, opts),
         };
