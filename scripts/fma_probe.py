@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What limits kiln's x86_64 GEMM tile: times four hand-written versions of the 6x8 f32x4 k-loop.
+"""What limits kiln's x86_64 GEMM tile: times hand-written versions of the 6x8 f32x4 k-loop.
 
     python3 scripts/fma_probe.py            # needs gcc (or $CC) and an x86_64 CPU with AVX2 + FMA
 
@@ -13,6 +13,13 @@ the accumulators leaves 12 `movdqa` at the loop's back edge. This script runs, i
   kiln-nomov  the same without the 12 back-edge moves (wrong results; timing only)
   231-fresh   `vfmadd231ps` (accumulator overwritten) with kiln's 12 broadcasts
   231-shared  `vfmadd231ps` with one broadcast per row (6), what a 231 lowering would allow
+  kiln-x2     kiln's loop, two k steps per iteration, 12 moves per iteration
+  shuf4       A from a packed panel: rows 0-3 splatted from one vector load by `vpermilps` into
+              fresh registers (loads 14 -> 7), the 213 form, 12 moves per step
+  shuf4-x2, shuf2-x2
+              the same (4 or 2 rows by shuffles) with two k steps per iteration and the
+              accumulators rotated through 13 registers so that they end where they started: no
+              moves at all, still only the 213 form that Cranelift emits
 
 and prints cycles per k step (12 FMAs; 6.0 cycles is the 2-FMA-per-cycle peak) at the clock measured
 by a chain of dependent adds. The numbers show where the tile's time goes; nothing here is kiln code.
@@ -81,11 +88,47 @@ def fma231(shared: bool) -> str:
     return "\n".join(lines)
 
 
+def rotated(shuffled: int, steps: int) -> str:
+    """The 6x8 tile with A read from a packed panel (6 floats per k step): rows below `shuffled`
+    splatted from one vector load of the panel by `vpermilps` into a fresh register, the others
+    broadcast from memory, each FMA writing over its fresh multiplicand (the 213 form Cranelift
+    emits). Accumulators rotate through the 13 registers xmm0-xmm12; with two steps per iteration,
+    the second runs the accumulators in reverse order and each lands back in its home register,
+    so the loop needs no moves at all. With one step, 12 moves bring them home."""
+    home = list(range(12))
+    where = dict(enumerate(home))
+    spare = [12]
+    lines = []
+    for s in range(steps):
+        lines += [f"vmovups {32 * s}(%%rsi),%%xmm13", f"vmovups {32 * s + 16}(%%rsi),%%xmm14"]
+        if shuffled:
+            lines.append(f"vmovups {24 * s}(%%rcx),%%xmm15")
+        for j in (range(12) if s % 2 == 0 else reversed(range(12))):
+            r, v = divmod(j, 2)
+            t = home[j] if home[j] in spare else spare[0]
+            spare.remove(t)
+            if r < shuffled:
+                lines.append(f"vpermilps ${r * 0x55:#x},%%xmm15,%%xmm{t}")
+            else:
+                lines.append(f"vbroadcastss {24 * s + 4 * r}(%%rcx),%%xmm{t}")
+            lines.append(f"vfmadd213ps %%xmm{where[j]},%%xmm{13 + v},%%xmm{t}")
+            spare.append(where[j])
+            where[j] = t
+    lines += [f"movdqa %%xmm{where[j]},%%xmm{home[j]}" for j in range(12) if where[j] != home[j]]
+    lines += [f"add ${24 * steps},%%rcx", f"add ${32 * steps},%%rsi"]
+    return "\n".join(lines)
+
+
+# name: (loop body, k steps per iteration)
 VARIANTS = {
-    "kiln": KILN + MOVES,
-    "kiln-nomov": KILN,
-    "231-fresh": fma231(False),
-    "231-shared": fma231(True),
+    "kiln": (KILN + MOVES, 1),
+    "kiln-nomov": (KILN, 1),
+    "231-fresh": (fma231(False), 1),
+    "231-shared": (fma231(True), 1),
+    "kiln-x2 (moves every 2nd step)": (KILN + KILN + MOVES, 2),
+    "shuf4 (4 rows by vpermilps)": (rotated(4, 1), 1),
+    "shuf4-x2 (rotated, no moves)": (rotated(4, 2), 2),
+    "shuf2-x2 (rotated, no moves)": (rotated(2, 2), 2),
 }
 
 STEPS = 256  # k steps per pass: A rows of 1 KiB, B strip of 8 KiB (L1)
@@ -97,9 +140,9 @@ C = r"""
 #include <time.h>
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 int main(void) {
-  float *a = aligned_alloc(64, 6 * 4096 + 4096), *b = aligned_alloc(64, 8 * 4 * STEPS + 64);
-  for (int i = 0; i < 6 * 1024 + 1024; i++) a[i] = 1e-3f;
-  for (int i = 0; i < 8 * STEPS + 16; i++) b[i] = 1e-3f;
+  float *a = aligned_alloc(64, 2 * (6 * 4096 + 4096)), *b = aligned_alloc(64, 2 * (8 * 4 * STEPS + 64));
+  for (int i = 0; i < 2 * (6 * 1024 + 1024); i++) a[i] = 1e-3f;
+  for (int i = 0; i < 2 * (8 * STEPS + 16); i++) b[i] = 1e-3f;
   /* clock: a chain of dependent adds, one per cycle */
   double best = 1e9;
   for (int r = 0; r < 5; r++) {
@@ -141,7 +184,7 @@ def main() -> int:
     print("|---|---:|---:|---:|")
     ghz = None
     with tempfile.TemporaryDirectory() as d:
-        for name, body in VARIANTS.items():
+        for name, (body, steps) in VARIANTS.items():
             src = os.path.join(d, "probe.c")
             exe = os.path.join(d, "probe")
             text = C.replace("BODY", c_string(body)).replace("STEPS", str(STEPS)).replace("PASSES", str(PASSES))
@@ -149,8 +192,8 @@ def main() -> int:
                 f.write(text)
             subprocess.run([cc, "-O2", src, "-o", exe], check=True)
             out = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.split()
-            ghz, cyc = float(out[0]), float(out[1])
-            loads = sum(1 for l in body.splitlines() if "(%%" in l)
+            ghz, cyc = float(out[0]), float(out[1]) / steps
+            loads = sum(1 for l in body.splitlines() if "(%%" in l) // steps
             print(f"| {name} | {loads} | {cyc:.2f} | {100 * 6.0 / cyc:.1f}% |")
     print(f"\nclock {ghz:.2f} GHz (dependent adds); {STEPS} k steps per pass, the best of 5 runs of {PASSES} passes")
     return 0
