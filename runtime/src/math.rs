@@ -143,8 +143,9 @@ pub fn pow_with(b: &mut FunctionBuilder, x: Value, y: Value, o: &MathOpts) -> Va
 }
 
 // ---------------------------------------------------------------------------------------------
-// Constants. Polynomial coefficients are the classic single-precision minimax fits (Cephes);
-// each list is highest degree first, as `Em::horner` wants.
+// Constants. Polynomial coefficients are the classic single-precision minimax fits (Cephes), but
+// exp's, fitted here (`scripts/fit_exp_poly.py`); each list is highest degree first, as
+// `Em::horner` and `Em::estrin` want.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// `ln 2 = LN2_HI + LN2_LO`; `LN2_HI` has 9 significant bits so `n * LN2_HI` is exact for
@@ -153,7 +154,7 @@ const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 /// `exp(r) = 1 + r + r^2 * P(r)` on `|r| <= ln2 / 2`, relative error about `4e-9` before
 /// rounding: fitted for this project by iteratively reweighted least squares on the relative
-/// error (Lawson's algorithm), coefficients rounded to f32.
+/// error (Lawson's algorithm), coefficients rounded to f32 (`python3 scripts/fit_exp_poly.py`).
 const EXP_P: [f32; 5] = [
     1.381_461_3e-3,
     8.368_71e-3,
