@@ -627,28 +627,28 @@ impl<'a, 'b> Em<'a, 'b> {
     }
 
     fn sigmoid(&mut self, x: Value) -> Value {
-        // With e = e^{-|x|} in (0, 1]: sigmoid(|x|) = 1 / (1 + e) and sigmoid(-|x|) = e / (1 + e).
-        // Never overflows, and keeps relative accuracy for very negative x.
+        let (n, d) = self.sigmoid_fraction(x);
+        self.div(n, d)
+    }
+
+    fn silu(&mut self, x: Value) -> Value {
+        // x sigmoid(x), with sigmoid's numerator multiplied by x before its one division.
+        let (n, d) = self.sigmoid_fraction(x);
+        let n = self.mul(x, n);
+        self.div(n, d)
+    }
+
+    /// `sigmoid(x)` as a numerator and denominator. With e = e^{-|x|} in (0, 1]:
+    /// sigmoid(|x|) = 1 / (1 + e) and sigmoid(-|x|) = e / (1 + e). Never overflows, and keeps
+    /// relative accuracy for very negative x.
+    fn sigmoid_fraction(&mut self, x: Value) -> (Value, Value) {
         let na = self.neg_abs(x);
         let e = self.exp_small(na);
         let one = self.f(1.0);
         let d = self.add(one, e);
         // x <= 0 exactly when x = -|x| (a compare without a constant; at 0 both forms agree).
         let neg = self.fcmp(FloatCC::Equal, x, na);
-        let n = self.sel(neg, e, one);
-        self.div(n, d)
-    }
-
-    fn silu(&mut self, x: Value) -> Value {
-        // x sigmoid(x), with sigmoid's numerator multiplied by x before its one division.
-        let na = self.neg_abs(x);
-        let e = self.exp_small(na);
-        let one = self.f(1.0);
-        let d = self.add(one, e);
-        let neg = self.fcmp(FloatCC::Equal, x, na);
-        let n = self.sel(neg, e, one);
-        let n = self.mul(x, n);
-        self.div(n, d)
+        (self.sel(neg, e, one), d)
     }
 
     fn erf(&mut self, x: Value) -> Value {

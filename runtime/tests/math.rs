@@ -216,46 +216,45 @@ fn eval_both(f: Fun, xs: &[f32]) -> [(&'static str, Vec<f32>); 2] {
 /// Worst ulp error of `f` (either variant) against `reference` over `xs`, with the point where it
 /// happens.
 fn worst_ulps(f: Fun, xs: &[f32], reference: impl Fn(f64) -> f64) -> (i64, f32) {
-    let mut worst = (0, 0.0);
-    for (variant, got) in eval_both(f, xs) {
+    worst_of_variants(f, xs, "ulp", |got| {
         let mut w = (0, 0.0);
-        for (&x, &g) in xs.iter().zip(&got) {
+        for (&x, &g) in xs.iter().zip(got) {
             let e = ulps(g, reference(f64::from(x)));
             if e > w.0 {
                 w = (e, x);
             }
         }
-        eprintln!(
-            "{}{variant}: worst {} ulp at {:e} over {} points",
-            f.name(),
-            w.0,
-            w.1,
-            xs.len()
-        );
-        if w.0 > worst.0 {
-            worst = w;
-        }
-    }
-    worst
+        w
+    })
 }
 
 /// Worst absolute error of either variant (NaN/inf mismatches count as infinite), with its point.
 fn worst_abs(f: Fun, xs: &[f32], reference: impl Fn(f64) -> f64) -> (f64, f32) {
-    let mut worst = (0.0, 0.0);
+    worst_of_variants(f, xs, "abs error", |got| worst_abs_of(xs, got, &reference))
+}
+
+/// The larger of `measure` over the plain and the FMA variant's results, each printed.
+fn worst_of_variants<E: PartialOrd + Copy + std::fmt::Display>(
+    f: Fun,
+    xs: &[f32],
+    what: &str,
+    measure: impl Fn(&[f32]) -> (E, f32),
+) -> (E, f32) {
+    let mut worst: Option<(E, f32)> = None;
     for (variant, got) in eval_both(f, xs) {
-        let w = worst_abs_of(xs, &got, &reference);
+        let w = measure(&got);
         eprintln!(
-            "{}{variant}: worst abs error {:e} at {:e} over {} points",
+            "{}{variant}: worst {what} {} at {:e} over {} points",
             f.name(),
             w.0,
             w.1,
             xs.len()
         );
-        if w.0 > worst.0 {
-            worst = w;
+        if worst.is_none_or(|cur| w.0 > cur.0) {
+            worst = Some(w);
         }
     }
-    worst
+    worst.expect("two variants")
 }
 
 fn worst_abs_of(xs: &[f32], got: &[f32], reference: impl Fn(f64) -> f64) -> (f64, f32) {
