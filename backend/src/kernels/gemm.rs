@@ -712,19 +712,19 @@ fn k_step(
 /// A load of an A or B element in the micro-kernel: on x86_64 marked `readonly` and `can_move`, on
 /// aarch64 a plain load that stays where it is written.
 ///
-/// On aarch64 the 32 registers hold a whole k step's operands beside the 16 accumulators, so the
-/// loads stay in program order, all of them ahead of the step's FMAs: in-order cores (Cortex-A53,
-/// A55) then never wait on a load right before its use. `python3 scripts/mca_kernels.py` (llvm-mca)
-/// puts the tile at 65-73% of the A53's FMA peak this way, against 23-47% with every load placed
-/// before its first use, and at 100% either way on the out-of-order A57/A72 and M1 models.
-///
-/// That makes it a pure value to Cranelift's optimizer, which then places it right before its
-/// first use instead of keeping every load of the loop body in program order ahead of the FMAs
-/// (which spills the whole tile). It is sound for the way the kernels use it: A and B are never
+/// On x86_64 the flags make it a pure value to Cranelift's optimizer, which then places it right
+/// before its first use instead of keeping every load of the loop body in program order ahead of
+/// the FMAs (which spills the whole tile with 16 registers). It is sound for the way the kernels use it: A and B are never
 /// written while the product runs, and the one operand written by the same kernel (a
 /// convolution's column matrix) is written before the product reads it, by code that precedes it
 /// in the same loop iteration, at addresses that depend on that iteration's tile indices, so no
 /// read can be hoisted above the write.
+///
+/// On aarch64 the 32 registers hold a whole k step's operands beside the 16 accumulators, so the
+/// loads stay in program order, all of them ahead of the step's FMAs: in-order cores (Cortex-A53,
+/// A55) then do not wait on a load right before its use. `python3 scripts/mca_kernels.py` (llvm-mca)
+/// puts the tile at 65-73% of the A53's FMA peak this way, against 23-47% with every load placed
+/// before its first use, and at 100% either way on the out-of-order A57/A72 and M1 models.
 fn operand_load(kb: &mut Kb, ty: Type, p: Ptr, off: i64) -> Value {
     let mut f = if kb.cfg.aarch64 {
         MemFlagsData::new().with_notrap()
