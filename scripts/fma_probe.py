@@ -22,13 +22,15 @@ the accumulators leaves 12 `movdqa` at the loop's back edge. This script runs, i
               moves at all, still only the 213 form that Cranelift emits
 
 and prints cycles per k step (12 FMAs; 6.0 cycles is the 2-FMA-per-cycle peak) at the clock measured
-by a chain of dependent adds. The numbers show where the tile's time goes; nothing here is kiln code.
+by chains of dependent register adds (bench_compare's measured_clock_ghz). The numbers show where the tile's time goes; nothing here is kiln code.
 """
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+
+from bench_compare import measured_clock_ghz  # chains of dependent register adds, as the GEMM bench
 
 # kiln's loop body, from the disassembly (rcx: A at (row 0, k), rsi: packed B at k).
 KILN = """
@@ -143,15 +145,7 @@ int main(void) {
   float *a = aligned_alloc(64, 2 * (6 * 4096 + 4096)), *b = aligned_alloc(64, 2 * (8 * 4 * STEPS + 64));
   for (int i = 0; i < 2 * (6 * 1024 + 1024); i++) a[i] = 1e-3f;
   for (int i = 0; i < 2 * (8 * STEPS + 16); i++) b[i] = 1e-3f;
-  /* clock: a chain of dependent adds, one per cycle */
   double best = 1e9;
-  for (int r = 0; r < 5; r++) {
-    long n = 100000000; double t0 = now();
-    __asm__ volatile("1:\n add $1,%%rax\n add $1,%%rax\n add $1,%%rax\n add $1,%%rax\n sub $1,%%rcx\n jnz 1b\n" : "+c"(n) : : "rax");
-    double t = (now() - t0) / (4.0 * 100000000); if (t < best) best = t;
-  }
-  double ghz = 1e-9 / best;
-  best = 1e9;
   for (int r = 0; r < 5; r++) {
     double t0 = now();
     for (long p = 0; p < PASSES; p++) {
@@ -161,8 +155,7 @@ int main(void) {
     }
     double t = (now() - t0) / ((double)PASSES * STEPS); if (t < best) best = t;
   }
-  double cyc = best * ghz * 1e9;
-  printf("%.2f %.2f\n", ghz, cyc);
+  printf("%.6e\n", best); /* seconds per k step */
   return 0;
 }
 """
@@ -180,9 +173,12 @@ def main() -> int:
     if os.uname().machine != "x86_64":
         print("fma_probe: x86_64 only", file=sys.stderr)
         return 1
+    ghz = measured_clock_ghz()
+    if ghz is None:
+        print("fma_probe: could not measure the clock", file=sys.stderr)
+        return 1
     print("| loop | loads per k step | cycles per k step | % of 2-FMA/cycle peak |")
     print("|---|---:|---:|---:|")
-    ghz = None
     with tempfile.TemporaryDirectory() as d:
         for name, (body, steps) in VARIANTS.items():
             src = os.path.join(d, "probe.c")
@@ -191,8 +187,8 @@ def main() -> int:
             with open(src, "w") as f:
                 f.write(text)
             subprocess.run([cc, "-O2", src, "-o", exe], check=True)
-            out = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.split()
-            ghz, cyc = float(out[0]), float(out[1]) / steps
+            secs = float(subprocess.run([exe], check=True, capture_output=True, text=True).stdout)
+            cyc = secs * ghz * 1e9 / steps
             loads = sum(1 for l in body.splitlines() if "(%%" in l) // steps
             print(f"| {name} | {loads} | {cyc:.2f} | {100 * 6.0 / cyc:.1f}% |")
     print(f"\nclock {ghz:.2f} GHz (dependent adds); {STEPS} k steps per pass, the best of 5 runs of {PASSES} passes")

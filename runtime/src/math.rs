@@ -508,11 +508,6 @@ impl<'a, 'b> Em<'a, 'b> {
     /// argument is bounded above (`x - max`, `-|x|`, `-x^2`), and larger ones give garbage.
     fn exp_small(&mut self, x: Value) -> Value {
         let x = self.clamp_lo(x, -104.0);
-        self.exp_clamped(x)
-    }
-
-    /// `e^x` for `x` in `[-104, 43]` (or NaN).
-    fn exp_clamped(&mut self, x: Value) -> Value {
         // The exponent field of 2^(n + 64), n + 64 + 127, comes out of the rounding (see
         // `round_magic`), and 2^-64 is folded into the polynomial's coefficients.
         let (p, sb) = self.exp_reduced_plus(x, 64 + 127, f32::from_bits(0x1f80_0000));
